@@ -1,0 +1,168 @@
+"""The ``motops`` command.
+
+Every subcommand has ``--help``. Errors in the input are printed as one clear message
+(file, line or key, and what was expected) with exit code 2; data that fails validation
+exits with 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from motops.config import Params, SyntheticParams, dump_params, load_params
+from motops.errors import ConfigError, MotopsError, ValidationFailed
+
+app = typer.Typer(
+    name="motops",
+    help="Video multi-object tracking MLOps: footage -> validated data -> trained, gated, shipped engine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="The params file.")]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-S", help="Override a param, e.g. -S data.synthetic.frames=60 (repeatable)."),
+]
+
+
+def _fail(exc: Exception, code: int) -> typer.Exit:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def _params(path: Path, overrides: list[str] | None) -> Params:
+    """The params from ``path`` with overrides; the built-in defaults when ``path`` is absent."""
+    if not path.exists() and path == Path("params.yaml"):
+        if overrides:
+            raise ConfigError(f"{path}: not found, so -S overrides have nothing to apply to")
+        return Params()
+    return load_params(path, overrides or ())
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Output folder (MOTChallenge layout: OUT/SEQ/img1, gt, seqinfo.ini).")],
+    sequences: Annotated[int | None, typer.Option(help="Number of sequences.")] = None,
+    frames: Annotated[int | None, typer.Option(help="Frames per sequence.")] = None,
+    width: Annotated[int | None, typer.Option(help="Image width, px.")] = None,
+    height: Annotated[int | None, typer.Option(help="Image height, px.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed; the same seed gives identical footage.")] = None,
+    fps: Annotated[str | None, typer.Option(help="Frame rates, comma separated, cycled over sequences.")] = None,
+    camera: Annotated[str | None, typer.Option(help="Camera motions (static, pan, jitter), cycled.")] = None,
+    people: Annotated[str | None, typer.Option(help="People in view per sequence, comma separated, cycled.")] = None,
+    video: Annotated[bool, typer.Option("--video/--no-video", help="Also write SEQ.mp4 per sequence.")] = False,
+    params_file: ParamsOption = Path("params.yaml"),
+    overrides: SetOption = None,
+) -> None:
+    """Write synthetic footage with MOT ground truth (defaults: data.synthetic in params.yaml)."""
+    from motops.data.synthetic import synthesize
+
+    try:
+        base = _params(params_file, overrides).data.synthetic.model_dump()
+        given = {
+            "sequences": sequences,
+            "frames": frames,
+            "width": width,
+            "height": height,
+            "seed": seed,
+            "fps": _split(fps, float, "--fps"),
+            "camera": _split(camera, str, "--camera"),
+            "people": _split(people, int, "--people"),
+            "write_video": video or None,
+        }
+        settings = _validated_synthetic({**base, **{k: v for k, v in given.items() if v is not None}})
+        folders = synthesize(out, settings)
+    except MotopsError as exc:
+        raise _fail(exc, 2) from None
+    typer.echo(f"wrote {len(folders)} sequences to {out}")
+
+
+def _split(text: str | None, kind: type, flag: str) -> list | None:
+    if text is None:
+        return None
+    try:
+        return [kind(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: expected comma-separated {kind.__name__} values") from None
+
+
+def _validated_synthetic(values: dict) -> SyntheticParams:
+    from pydantic import ValidationError
+
+    try:
+        return SyntheticParams.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"option {key!r}: {first['msg']} (got {first.get('input')!r})") from None
+
+
+@app.command()
+def ingest(params_file: ParamsOption = Path("params.yaml"), overrides: SetOption = None) -> None:
+    """Normalize every source in data.sources into data/sequences and the parquet tables."""
+    from motops import stages
+
+    try:
+        stages.ingest(_params(params_file, overrides))
+    except MotopsError as exc:
+        raise _fail(exc, 2) from None
+
+
+@app.command()
+def validate(
+    data_dir: Annotated[
+        Path | None,
+        typer.Argument(help="A MOTChallenge folder (sequences or a dataset root). Omitted: the ingested data set."),
+    ] = None,
+    report_dir: Annotated[Path | None, typer.Option(help="Where the HTML data docs and summary.json go.")] = None,
+    images: Annotated[bool, typer.Option("--images/--no-images", help="Check every frame's image.")] = True,
+    params_file: ParamsOption = Path("params.yaml"),
+    overrides: SetOption = None,
+) -> None:
+    """Run the Great Expectations suites; exit 1 naming the first offending rows on failure."""
+    import polars as pl
+
+    from motops.data.mot import read_mot_dataset
+    from motops.validation.run import check_or_raise, validate_dataset
+
+    try:
+        params = _params(params_file, overrides)
+        settings = params.validation.model_copy(update={"check_images": images and params.validation.check_images})
+        if data_dir is None:
+            sequences = pl.read_parquet(params.data.sequences_table)
+            annotations = pl.read_parquet(params.data.annotations)
+        else:
+            sequences, annotations = read_mot_dataset(data_dir)
+        out = report_dir or Path(params.validation.report_dir)
+        report = validate_dataset(sequences, annotations, settings, report_dir=out)
+        check_or_raise(report)
+    except ValidationFailed as exc:
+        typer.secho(f"validation FAILED\n{exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    except (MotopsError, FileNotFoundError) as exc:
+        raise _fail(exc, 2) from None
+    typer.echo(f"validation passed: {len(sequences)} sequences, {len(annotations)} boxes; report in {out}")
+
+
+@app.command("params")
+def show_params(params_file: ParamsOption = Path("params.yaml"), overrides: SetOption = None) -> None:
+    """Check the params file and print every key with its effective value."""
+    try:
+        typer.echo(dump_params(_params(params_file, overrides)), nl=False)
+    except MotopsError as exc:
+        raise _fail(exc, 2) from None
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    """Run the CLI (``python -m motops.cli``)."""
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,497 @@
+"""The one configuration: ``params.yaml`` loaded into frozen, typed models.
+
+``params.yaml`` is parsed here and nowhere else. Unknown or misspelt keys are refused
+with the file, the line, the key path and the closest valid key; wrong types and
+out-of-range values name the key and what is allowed. Overrides use the syntax of
+``dvc exp run -S``: ``section.key=value`` with the value parsed as YAML.
+
+Example:
+    >>> params = load_params("params.yaml", overrides=["data.synthetic.frames=30"])
+    >>> params.data.synthetic.frames
+    30
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from motops.errors import ConfigError
+
+PositiveInt = Annotated[int, Field(ge=1)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Section(BaseModel):
+    """Base of every params model: frozen, unknown keys refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- data
+
+
+class SourceSpec(_Section):
+    """One footage source the ``ingest`` stage reads besides the synthetic footage."""
+
+    format: Literal["mot", "cvat", "visdrone"] = Field(
+        description="mot: MOTChallenge folder (MOT17/MOT20/DanceTrack); cvat: a CVAT 'MOT 1.1' "
+        "zip export; visdrone: a VisDrone-MOT folder (sequences/ + annotations/)."
+    )
+    path: str = Field(description="File or folder, relative to the repository root.")
+    fps: float | None = Field(
+        default=None, gt=0, description="Frame rate for formats that do not record it (cvat, visdrone)."
+    )
+
+
+class SyntheticParams(_Section):
+    """The built-in synthetic footage. Lists are cycled over the sequences, so the default
+    set covers 5-30 fps, static and moving cameras, sparse scenes and crowds."""
+
+    sequences: PositiveInt = Field(default=4, description="Number of sequences to write.")
+    frames: Annotated[int, Field(ge=2)] = Field(default=150, description="Frames per sequence.")
+    width: Annotated[int, Field(ge=64, le=7680)] = 640
+    height: Annotated[int, Field(ge=64, le=4320)] = 360
+    seed: int = Field(default=0, description="Same seed, byte-identical footage.")
+    fps: tuple[Annotated[float, Field(gt=0, le=240)], ...] = Field(
+        default=(30.0, 15.0, 10.0, 5.0), min_length=1, description="Frame rate per sequence, cycled."
+    )
+    camera: tuple[Literal["static", "pan", "jitter"], ...] = Field(
+        default=("static", "pan", "static", "jitter"), min_length=1, description="Camera motion, cycled."
+    )
+    people: tuple[Annotated[int, Field(ge=1, le=200)], ...] = Field(
+        default=(8, 20, 35, 12), min_length=1, description="Target number of people in view, cycled."
+    )
+    min_person_height: Annotated[float, Field(ge=4)] = Field(
+        default=12.0, description="Height in pixels of a person at the horizon (far away)."
+    )
+    max_person_height: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.45, description="Height of a person at the bottom edge, as a fraction of the image height."
+    )
+    horizon: Annotated[float, Field(ge=0, lt=0.9)] = Field(
+        default=0.3, description="Where the ground plane starts, as a fraction of the image height."
+    )
+    lookalike_fraction: Fraction = Field(
+        default=0.3, description="Share of identities that copy another's look with small differences."
+    )
+    occluders: Annotated[int, Field(ge=0, le=50)] = Field(default=3, description="Static occluders per sequence.")
+    motion_blur: bool = True
+    noise_sigma: Annotated[float, Field(ge=0, le=50)] = Field(default=4.0, description="Sensor noise std, grey levels.")
+    brightness_drift: Annotated[float, Field(ge=0, le=0.9)] = Field(
+        default=0.15, description="Largest relative change of global brightness over a sequence."
+    )
+    jpeg_quality: Annotated[int, Field(ge=10, le=100)] = 90
+    write_video: bool = Field(default=False, description="Also write SEQ.mp4 next to each sequence.")
+
+
+class DataParams(_Section):
+    """Where footage comes from and where the normalized data set goes."""
+
+    sources: tuple[Union[Literal["synthetic"], SourceSpec], ...] = Field(
+        default=("synthetic",),
+        min_length=1,
+        description="'synthetic' and/or {format, path[, fps]} entries; all are ingested together.",
+    )
+    raw_dir: str = Field(default="data/raw", description="User footage, tracked with .dvc files.")
+    synthetic_dir: str = Field(default="data/synthetic", description="Output of the synthesize stage.")
+    sequences_dir: str = Field(default="data/sequences", description="Normalized MOTChallenge layout.")
+    annotations: str = "data/annotations.parquet"
+    sequences_table: str = "data/sequences.parquet"
+    default_fps: Annotated[float, Field(gt=0, le=240)] = Field(
+        default=30.0, description="Frame rate of sources that do not record one and give no fps."
+    )
+    synthetic: SyntheticParams = SyntheticParams()
+
+    @property
+    def uses_synthetic(self) -> bool:
+        """Whether the synthetic footage is one of the sources."""
+        return "synthetic" in self.sources
+
+
+class ValidationParams(_Section):
+    """The Great Expectations suites run by the ``validate`` stage."""
+
+    max_outside_fraction: Fraction = Field(
+        default=0.5,
+        description="Largest share of a box's area that may lie outside the image (real boxes poke out). "
+        "Raising it accepts boxes further outside.",
+    )
+    max_track_gap: PositiveInt = Field(
+        default=50, description="Largest gap, in frames, between two annotated frames of one id."
+    )
+    min_track_length: PositiveInt = Field(default=2, description="Fewest rows an id must have.")
+    classes: tuple[int, ...] = Field(default=tuple(range(1, 14)), min_length=1, description="Known class ids.")
+    check_images: bool = Field(default=True, description="Check every frame's image exists, is whole and sized right.")
+    max_examples: PositiveInt = Field(default=5, description="Offending rows named per failed expectation.")
+    report_dir: str = "reports/validation"
+
+
+# ------------------------------------------------------------------ later stages
+
+
+class AugmentParams(_Section):
+    """Tracking augmentations; each has a probability and a strength."""
+
+    motion_blur_p: Fraction = 0.3
+    motion_blur_max_len: Annotated[int, Field(ge=3, le=61)] = Field(default=15, description="Kernel length, px.")
+    occlusion_p: Fraction = 0.3
+    occlusion_max_frac: Fraction = Field(default=0.4, description="Largest share of a box a patch covers.")
+    brightness_p: Fraction = 0.5
+    brightness_strength: Fraction = Field(default=0.3, description="Largest relative brightness/contrast change.")
+
+
+class PrepareParams(_Section):
+    """Train/val split by sequence, detector set and ReID crop set."""
+
+    val_sequences: tuple[str, ...] = Field(default=(), description="Explicit val sequences; empty: by fraction.")
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.25
+    clip_length: Annotated[int, Field(ge=1, le=60)] = Field(default=8, description="Frames per sampled clip.")
+    clip_stride: PositiveInt = Field(default=20, description="Frames between clip starts.")
+    min_visibility: Fraction = Field(default=0.3, description="Boxes less visible are ignored for training.")
+    reid_clip_min: Annotated[int, Field(ge=2)] = 5
+    reid_clip_max: Annotated[int, Field(ge=2)] = 15
+    reid_heldout_fraction: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=0.3, description="Share of ids held out for query/gallery evaluation."
+    )
+    seed: int = 0
+    augment: AugmentParams = AugmentParams()
+
+    @model_validator(mode="after")
+    def _clip_range(self) -> PrepareParams:
+        if self.reid_clip_min > self.reid_clip_max:
+            raise ValueError(f"reid_clip_min ({self.reid_clip_min}) must be <= reid_clip_max ({self.reid_clip_max})")
+        return self
+
+
+class DetectorParams(_Section):
+    """Ultralytics YOLOv8 finetuning."""
+
+    model: str = Field(default="yolov8n.yaml", description="Model YAML used when no weights are given.")
+    weights: str | None = Field(default=None, description="Local .pt to finetune from; never downloaded.")
+    imgsz: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 640
+    epochs: PositiveInt = 10
+    batch: PositiveInt = 8
+    lr0: Annotated[float, Field(gt=0, le=1)] = 0.01
+    patience: PositiveInt = 50
+    device: str = Field(default="auto", description="auto (CUDA when present), cpu, or a CUDA index list.")
+    workers: Annotated[int, Field(ge=0, le=64)] = 0
+    seed: int = 0
+
+
+class ReidParams(_Section):
+    """The appearance branch: ID cross-entropy + batch-hard triplet loss."""
+
+    height: Annotated[int, Field(ge=32, le=512)] = 128
+    width: Annotated[int, Field(ge=16, le=256)] = 64
+    embedding_dim: Annotated[int, Field(ge=32, le=2048)] = 256
+    epochs: PositiveInt = 20
+    p_ids: Annotated[int, Field(ge=2)] = Field(default=8, description="Identities per batch (P).")
+    k_instances: Annotated[int, Field(ge=2)] = Field(default=4, description="Crops per identity per batch (K).")
+    lr: Annotated[float, Field(gt=0, le=1)] = 3.5e-4
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 5e-4
+    id_loss_weight: Annotated[float, Field(ge=0)] = 1.0
+    triplet_loss_weight: Annotated[float, Field(ge=0)] = 1.0
+    triplet_margin: Annotated[float, Field(gt=0, le=5)] = 0.3
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    device: str = "auto"
+    seed: int = 0
+
+
+class TensorRTParams(_Section):
+    """TensorRT plans, built only where CUDA and TensorRT are present."""
+
+    fp16: bool = True
+    int8: bool = True
+    workspace_gb: Annotated[float, Field(gt=0, le=64)] = 2.0
+
+
+class ExportParams(_Section):
+    """ONNX, INT8 and TensorRT export and the engine bundle."""
+
+    opset: Annotated[int, Field(ge=11, le=21)] = 17
+    dynamic_batch: bool = True
+    simplify: bool = True
+    int8_reid: bool = True
+    int8_detector: bool = False
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_samples: Annotated[int, Field(ge=8, le=10000)] = 256
+    parity_iou: Fraction = 0.95
+    parity_score_tol: Fraction = 0.01
+    parity_cosine: Fraction = 0.999
+    engine_dir: str = "models/engine"
+    tensorrt: TensorRTParams = TensorRTParams()
+
+
+class TrackParams(_Section):
+    """Tracker settings (ByteTrack / BoT-SORT) and frame skipping."""
+
+    tracker: Literal["bytetrack", "botsort"] = "botsort"
+    track_high_thresh: Fraction = Field(default=0.5, description="First-stage association score. Raising it "
+                                        "sends more boxes to the weaker second stage.")
+    track_low_thresh: Fraction = Field(default=0.1, description="Boxes below are discarded.")
+    new_track_thresh: Fraction = Field(default=0.6, description="Score an unmatched box needs to start a track.")
+    match_thresh: Fraction = Field(default=0.8, description="Largest matching cost (1 - IoU) accepted.")
+    track_buffer: PositiveInt = Field(default=30, description="Frames a lost track is kept (at 30 fps; scaled by fps).")
+    fuse_score: bool = True
+    with_reid: bool = True
+    proximity_thresh: Fraction = Field(default=0.5, description="Smallest IoU for appearance to be considered.")
+    appearance_thresh: Fraction = Field(default=0.25, description="Largest appearance distance accepted.")
+    gmc_method: Literal["none", "sparseOptFlow", "orb", "ecc"] = "sparseOptFlow"
+    detect_every: PositiveInt = Field(default=1, description="Run the detector every N-th frame; flow in between.")
+    flow: Literal["dis", "farneback"] = "dis"
+    backend: Literal["auto", "torch", "onnxruntime", "tensorrt"] = "auto"
+
+
+class EvaluateParams(_Section):
+    """TrackEval scoring, the confidence sweep and the FPS benchmark."""
+
+    sweep_thresholds: tuple[Fraction, ...] = Field(default=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7), min_length=1)
+    sweep_metric: Literal["idf1", "hota"] = "idf1"
+    fps_warmup_frames: Annotated[int, Field(ge=0)] = 5
+    plots: bool = True
+
+
+class GatesParams(_Section):
+    """Registration gates."""
+
+    idf1_min: Fraction = 0.5
+    hota_min: Fraction | None = None
+    fps_min: dict[Literal["torch", "onnxruntime", "tensorrt"], Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: {"torch": 2.0, "onnxruntime": 5.0, "tensorrt": 60.0}
+    )
+    max_regression: Fraction = Field(default=0.02, description="Largest IDF1/FPS drop against the champion.")
+
+
+class RegistryParams(_Section):
+    """MLflow tracking and model registry."""
+
+    tracking_uri: str = Field(default="sqlite:///mlflow.db", description="Overridden by MLFLOW_TRACKING_URI.")
+    experiment: str = "motops"
+    model_name: str = "motops-tracker"
+
+
+class FleetParams(_Section):
+    """Publishing to the fleet bucket and the edge agent."""
+
+    endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint; None: AWS.")
+    bucket: str = "motops-fleet"
+    prefix: str = "engines"
+    channel: str = "stable"
+    signing_key: str | None = None
+    public_key: str | None = None
+    keep_versions: PositiveInt = 3
+    poll_interval_s: Annotated[float, Field(gt=0)] = 300.0
+
+
+class Params(_Section):
+    """All of ``params.yaml``."""
+
+    data: DataParams = DataParams()
+    validation: ValidationParams = ValidationParams()
+    prepare: PrepareParams = PrepareParams()
+    detector: DetectorParams = DetectorParams()
+    reid: ReidParams = ReidParams()
+    export: ExportParams = ExportParams()
+    track: TrackParams = TrackParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    gates: GatesParams = GatesParams()
+    registry: RegistryParams = RegistryParams()
+    fleet: FleetParams = FleetParams()
+
+
+# ------------------------------------------------------------------------ loading
+
+
+def load_params(path: str | Path = "params.yaml", overrides: Iterable[str] = ()) -> Params:
+    """Load and validate ``params.yaml``.
+
+    Args:
+        path: The YAML file.
+        overrides: ``section.key=value`` strings (``dvc exp run -S`` syntax), applied in order;
+            values are parsed as YAML (``3``, ``0.5``, ``[1, 2]``, ``null``).
+
+    Returns:
+        The frozen params.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, a key is unknown (with the closest valid
+            key), or a value has the wrong type or is out of range (with what is allowed).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read params file ({exc.strerror})") from exc
+    try:
+        raw = yaml.safe_load(text)
+        lines = _key_lines(yaml.compose(text))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    origin = {key: f"{path}:{line}" for key, line in lines.items()}
+    for item in overrides:
+        key, value = _parse_override(item)
+        _set_path(raw, key, value, item)
+        for done in [k for k in origin if k[: len(key)] == key]:
+            del origin[done]  # the file's value under this key is replaced
+        for i in range(1, len(key) + 1):
+            if key[:i] not in origin:
+                origin[key[:i]] = f"override -S {item}"
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path, origin)) from None
+
+
+def _parse_override(item: str) -> tuple[tuple[str, ...], Any]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r}: expected section.key=value")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: value is not valid YAML: {exc}") from None
+    return tuple(key.strip().split(".")), parsed
+
+
+def _set_path(raw: dict, key: tuple[str, ...], value: Any, item: str) -> None:
+    node = raw
+    for i, part in enumerate(key[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {'.'.join(key[: i + 1])} is not a section")
+        node = child
+    node[key[-1]] = value
+
+
+def _key_lines(node: yaml.Node | None, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
+    """Map every key path of a composed YAML document to its 1-based line."""
+    out: dict[tuple[str, ...], int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = (*prefix, str(key_node.value))
+            out[key] = key_node.start_mark.line + 1
+            out.update(_key_lines(value_node, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            key = (*prefix, str(i))
+            out[key] = item.start_mark.line + 1
+            out.update(_key_lines(item, key))
+    return out
+
+
+def _describe(exc: ValidationError, path: Path, origin: Mapping[tuple[str, ...], str]) -> str:
+    errors = [err for err in exc.errors() if not _wrong_union_branch(err)]
+    locs = [tuple(str(p) for p in err["loc"] if not _is_union_tag(p)) for err in errors]
+    messages = []
+    seen: set[tuple[str, ...]] = set()
+    for err, loc in zip(errors, locs, strict=True):
+        # a parent's error is a consequence of its child's: report the child only
+        if loc in seen or any(other[: len(loc)] == loc and other != loc for other in locs):
+            continue
+        seen.add(loc)
+        where = _where(loc, path, origin)
+        dotted = ".".join(loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            model = _model_at(Params, loc[:-1])
+            valid = sorted(model.model_fields) if model is not None else []
+            close = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
+            hint = f"did you mean '{'.'.join((*loc[:-1], close[0]))}'?" if close else ""
+            messages.append(
+                f"{where}: unknown key '{dotted}'. {hint} Valid keys here: {', '.join(valid)}".replace(".  ", ". ")
+            )
+        else:
+            allowed = _allowed(loc)
+            got = repr(err.get("input"))
+            got = got if len(got) <= 60 else got[:57] + "..."
+            messages.append(f"{where}: key '{dotted}': {err['msg']} (got {got}){allowed}")
+    return "invalid params:\n  " + "\n  ".join(messages)
+
+
+def _wrong_union_branch(err: Any) -> bool:
+    """Whether an error belongs to a union branch the input obviously was not meant for."""
+    tags = [p for p in err["loc"] if _is_union_tag(p)]
+    if not tags:
+        return False
+    if tags[-1].startswith("literal["):
+        return isinstance(err.get("input"), dict)
+    return err["loc"][-1] == tags[-1] and err["type"] == "model_type"
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic names union branches in loc, e.g. 'literal['synthetic']' or 'SourceSpec'
+    return isinstance(part, str) and (part.startswith("literal[") or part[:1].isupper())
+
+
+def _where(loc: tuple[str, ...], path: Path, origin: Mapping[tuple[str, ...], str]) -> str:
+    for i in range(len(loc), 0, -1):
+        if loc[:i] in origin:
+            return origin[loc[:i]]
+    return str(path)
+
+
+def _model_at(model: type[BaseModel], loc: tuple[str, ...]) -> type[BaseModel] | None:
+    """The params model a key path points into (following nested models and lists)."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap_model(current)
+        if current is None:
+            return None
+        if part.isdigit():
+            continue
+        field = current.model_fields.get(part)
+        if field is None:
+            return None
+        current = field.annotation
+    return _unwrap_model(current)
+
+
+def _unwrap_model(tp: Any) -> type[BaseModel] | None:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType, tuple, list, Annotated):
+        for arg in typing.get_args(tp):
+            found = _unwrap_model(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _allowed(loc: tuple[str, ...]) -> str:
+    """Describe the allowed range of a scalar field from its constraints."""
+    model = _model_at(Params, loc[:-1])
+    if model is None or loc[-1] not in model.model_fields:
+        return ""
+    field = model.model_fields[loc[-1]]
+    bounds = []
+    for meta in field.metadata:
+        for name, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            value = getattr(meta, name, None)
+            if value is not None:
+                bounds.append(f"{symbol} {value}")
+    args = typing.get_args(field.annotation)
+    for arg in args:
+        for meta in getattr(arg, "__metadata__", ()):
+            for name, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+                value = getattr(meta, name, None)
+                if value is not None:
+                    bounds.append(f"{symbol} {value}")
+    if typing.get_origin(field.annotation) is Literal:
+        return f"; allowed: {', '.join(map(repr, typing.get_args(field.annotation)))}"
+    return f"; allowed range: {' and '.join(bounds)}" if bounds else ""
+
+
+def dump_params(params: Params) -> str:
+    """The params as YAML, every key with its effective value."""
+    return yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)

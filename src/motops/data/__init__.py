@@ -1,0 +1,1 @@
+"""Footage and annotations: readers and writers (polars), synthetic footage, ingest."""
