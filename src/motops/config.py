@@ -49,6 +49,7 @@ class SourceSpec(_Section):
     fps: float | None = Field(
         default=None, gt=0, description="Frame rate for formats that do not record it (cvat, visdrone)."
     )
+    name: str | None = Field(default=None, description="Sequence name for a cvat zip (default: the zip's stem).")
 
 
 class SyntheticParams(_Section):
@@ -94,7 +95,7 @@ class SyntheticParams(_Section):
 class DataParams(_Section):
     """Where footage comes from and where the normalized data set goes."""
 
-    sources: tuple[Union[Literal["synthetic"], SourceSpec], ...] = Field(
+    sources: tuple[Literal["synthetic"] | SourceSpec, ...] = Field(
         default=("synthetic",),
         min_length=1,
         description="'synthetic' and/or {format, path[, fps]} entries; all are ingested together.",
@@ -119,14 +120,14 @@ class ValidationParams(_Section):
     """The Great Expectations suites run by the ``validate`` stage."""
 
     max_outside_fraction: Fraction = Field(
-        default=0.5,
-        description="Largest share of a box's area that may lie outside the image (real boxes poke out). "
+        default=0.8,
+        description="Largest share of a box's area that may lie outside the image (real MOT17 boxes reach 79%). "
         "Raising it accepts boxes further outside.",
     )
     max_track_gap: PositiveInt = Field(
         default=50, description="Largest gap, in frames, between two annotated frames of one id."
     )
-    min_track_length: PositiveInt = Field(default=2, description="Fewest rows an id must have.")
+    min_track_length: PositiveInt = Field(default=2, description="Fewest scored (conf > 0) rows an id must have.")
     classes: tuple[int, ...] = Field(default=tuple(range(1, 14)), min_length=1, description="Known class ids.")
     check_images: bool = Field(default=True, description="Check every frame's image exists, is whole and sized right.")
     max_examples: PositiveInt = Field(default=5, description="Offending rows named per failed expectation.")
