@@ -31,7 +31,7 @@ class Params:
     """Same attributes as motops.config.ValidationParams."""
 
     max_outside_fraction: float = 0.5
-    max_track_gap: int = 50
+    max_track_gap_s: float = 10.0
     min_track_length: int = 2
     classes: tuple[int, ...] = tuple(range(1, 14))
     check_images: bool = True
@@ -249,12 +249,12 @@ def test_box_a_little_outside_image_passes(tiny: Tiny, tmp_path: Path) -> None:
 def test_track_gap_too_long_fails(tiny: Tiny, tmp_path: Path) -> None:
     # id 2 annotated on frames 1 and 6 only: a gap of 5 frames
     annotations = tiny.annotations.filter((pl.col("id") != 2) | pl.col("frame").is_in([1, LENGTH]))
-    report = _validate(tiny, tmp_path, Params(max_track_gap=3), annotations=annotations)
+    report = _validate(tiny, tmp_path, Params(max_track_gap_s=3 / 30), annotations=annotations)
 
-    assert _failed(report) == {("annotations", "gap")}
+    assert _failed(report) == {("annotations", "gap_s")}
     line = _line_of(tiny, LENGTH, 2)
-    assert f"{tiny.gt}:{line} (sequence {SEQ}, frame {LENGTH}, id 2): gap=5" in report.summary_text()
-    assert _validate(tiny, tmp_path, Params(max_track_gap=5), annotations=annotations).success
+    assert f"{tiny.gt}:{line} (sequence {SEQ}, frame {LENGTH}, id 2): gap_s=0.1667" in report.summary_text()
+    assert _validate(tiny, tmp_path, Params(max_track_gap_s=5 / 30), annotations=annotations).success
 
 
 def test_too_short_track_fails(tiny: Tiny, tmp_path: Path) -> None:
@@ -264,6 +264,13 @@ def test_too_short_track_fails(tiny: Tiny, tmp_path: Path) -> None:
     assert _failed(report) == {("tracks", "rows")}
     line = _line_of(tiny, 3, 2)
     assert f"{tiny.gt}:{line} (sequence {SEQ}, frame 3, id 2): rows=1" in report.summary_text()
+
+
+def test_short_track_cut_by_the_last_frame_passes(tiny: Tiny, tmp_path: Path) -> None:
+    # a person who walks in on the last frame has one row: the footage ended, not the annotation
+    annotations = tiny.annotations.filter((pl.col("id") != 2) | (pl.col("frame") == LENGTH))
+    report = _validate(tiny, tmp_path, annotations=annotations)
+    assert report.success, report.summary_text()
 
 
 def test_sequence_without_annotations_fails(tiny: Tiny, tmp_path: Path) -> None:

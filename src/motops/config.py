@@ -124,10 +124,15 @@ class ValidationParams(_Section):
         description="Largest share of a box's area that may lie outside the image (real MOT17 boxes reach 79%). "
         "Raising it accepts boxes further outside.",
     )
-    max_track_gap: PositiveInt = Field(
-        default=50, description="Largest gap, in frames, between two annotated frames of one id."
+    max_track_gap_s: Annotated[float, Field(gt=0)] = Field(
+        default=10.0,
+        description="Largest gap, in seconds, between two annotated frames of one id (people leave the view "
+        "of a panning camera and come back). Raising it accepts longer gaps.",
     )
-    min_track_length: PositiveInt = Field(default=2, description="Fewest scored (conf > 0) rows an id must have.")
+    min_track_length: PositiveInt = Field(
+        default=2,
+        description="Fewest scored (conf > 0) rows an id must have, unless the sequence's first or last frame cuts it.",
+    )
     classes: tuple[int, ...] = Field(default=tuple(range(1, 14)), min_length=1, description="Known class ids.")
     check_images: bool = Field(default=True, description="Check every frame's image exists, is whole and sized right.")
     max_examples: PositiveInt = Field(default=5, description="Offending rows named per failed expectation.")

@@ -47,7 +47,7 @@ _LOCATION_KEYS = ("sequence", "frame", "id")
 
 _PARAM_NAMES = (
     "max_outside_fraction",
-    "max_track_gap",
+    "max_track_gap_s",
     "min_track_length",
     "classes",
     "check_images",
@@ -386,7 +386,7 @@ def validate_dataset(
                     S.annotation_table(annotations, sequences),
                 ),
             ),
-            ("tracks", lambda: run("tracks", S.tracks_suite(params), S.track_table(annotations))),
+            ("tracks", lambda: run("tracks", S.tracks_suite(params), S.track_table(annotations, sequences))),
             (
                 "sequences",
                 lambda: run("sequences", S.sequences_suite(), S.sequence_check_table(sequences, annotations)),

@@ -62,7 +62,7 @@ class ValidationParamsLike(Protocol):
     """What the suites read from ``motops.config.ValidationParams``."""
 
     max_outside_fraction: float
-    max_track_gap: int
+    max_track_gap_s: float
     min_track_length: int
     classes: Sequence[int]
     check_images: bool
@@ -118,35 +118,40 @@ def annotation_table(annotations: pl.DataFrame, sequences: pl.DataFrame) -> pl.D
         ``length``, ``image_width``, ``image_height`` (null for an unknown
         sequence), ``outside_fraction`` (share of the box outside the image) and
         ``gap`` (frames since the previous annotated frame of the same
-        ``(sequence, id)``; null on a track's first row).
+        ``(sequence, id)``; null on a track's first row) and ``gap_s`` (the same in
+        seconds, at the sequence's frame rate).
     """
     size = sequences.select(
         "sequence",
         "length",
         pl.col("width").cast(pl.Float64).alias("image_width"),
         pl.col("height").cast(pl.Float64).alias("image_height"),
+        "fps",
     ).unique("sequence", keep="first")
     table = (
         annotations.with_row_index("_row")
         .join(size, on="sequence", how="left")
         .sort(["sequence", "id", "frame", "_row"])
         .with_columns(gap=(pl.col("frame") - pl.col("frame").shift(1)).over(["sequence", "id"]))
+        .with_columns(gap_s=pl.col("gap") / pl.col("fps"))
         .sort("_row")
-        .drop("_row")
+        .drop("_row", "fps")
     )
     return table.with_columns(outside_fraction=outside_fraction(pl.col("image_width"), pl.col("image_height")))
 
 
-def track_table(annotations: pl.DataFrame) -> pl.DataFrame:
-    """One row per scored ``(sequence, id)``: its length and where it starts.
+def track_table(annotations: pl.DataFrame, sequences: pl.DataFrame) -> pl.DataFrame:
+    """One row per scored ``(sequence, id)`` inside the sequence: its length and where it starts.
 
     Only rows with ``conf > 0`` count: distractors that the evaluation ignores (MOT17's
-    reflections, say, with consider flag 0) may be as short as they are.
+    reflections, say, with consider flag 0) may be as short as they are. Tracks on the
+    sequence's first or last frame are left out: the footage, not the annotation, cut them.
 
     Returns:
         Columns ``sequence``, ``id``, ``rows`` (annotation rows of the id),
         ``frame``, ``file`` and ``line`` of its first annotated frame.
     """
+    lengths = sequences.select("sequence", "length").unique("sequence", keep="first")
     return (
         annotations.filter(pl.col("conf") > 0)
         .sort(["sequence", "id", "frame", "line"])
@@ -154,9 +159,13 @@ def track_table(annotations: pl.DataFrame) -> pl.DataFrame:
         .agg(
             pl.len().cast(pl.Int64).alias("rows"),
             pl.col("frame").first(),
+            pl.col("frame").last().alias("_last"),
             pl.col("file").first(),
             pl.col("line").first(),
         )
+        .join(lengths, on="sequence", how="left")
+        .filter((pl.col("frame") > 1) & (pl.col("_last") < pl.col("length").fill_null(pl.col("_last") + 1)))
+        .drop("_last", "length")
     )
 
 
@@ -328,7 +337,7 @@ def annotations_suite(params: ValidationParamsLike, known_sequences: Sequence[st
 
     Args:
         params: ``max_outside_fraction`` (raising it accepts boxes further outside
-            the image), ``max_track_gap`` (raising it accepts longer gaps inside a
+            the image), ``max_track_gap_s`` (raising it accepts longer gaps inside a
             track) and ``classes`` (the known class ids).
         known_sequences: Names in the sequence table; an annotation of another
             sequence has no image size or length to be checked against.
@@ -379,9 +388,9 @@ def annotations_suite(params: ValidationParamsLike, known_sequences: Sequence[st
                 description=f"at most {params.max_outside_fraction:g} of the box area lies outside the image",
             ),
             E.ExpectColumnValuesToBeBetween(
-                column="gap",
-                max_value=int(params.max_track_gap),
-                description=f"at most {params.max_track_gap} frames since the id's previous annotated frame",
+                column="gap_s",
+                max_value=float(params.max_track_gap_s),
+                description=f"at most {params.max_track_gap_s:g} s since the id's previous annotated frame",
             ),
         ],
     )
