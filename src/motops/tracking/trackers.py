@@ -1,0 +1,307 @@
+"""ByteTrack and BoT-SORT behind one array interface: ``(N, 6)`` detections in, ``(M, 8)`` tracks out.
+
+What is reused from Ultralytics (``ultralytics>=8.4.190,<8.5``, imported only when a tracker
+is built, so importing this module stays cheap and side-effect free):
+
+* ``ultralytics.trackers.byte_tracker.BYTETracker`` and ``ultralytics.trackers.bot_sort.BOTSORT``
+  do all the association work (two-stage ByteTrack matching, Kalman filters, lost-track
+  buffer, BoT-SORT's IoU/appearance gating and its ``GMC`` camera-motion compensation).
+  Their output rows ``[x1, y1, x2, y2, track_id, score, cls, idx]`` already are our track
+  layout, with ``idx`` the detection row in the full input array.
+* Track ids: from 8.4.190 on, each ``BYTETracker`` instance hands out ids from its own
+  counter (``self._ids``, attached to every new ``STrack`` as ``next_id``), so two trackers
+  in one process do not share an id sequence and ``reset()`` restarts at 1. The legacy
+  class-level ``BaseTrack._count`` is never touched. :class:`UltralyticsTracker` checks at
+  construction that the installed version has the per-instance counter and refuses to run
+  otherwise, rather than silently sharing ids.
+
+What is written here, and why:
+
+* The results-like adapter (:class:`_DetectionView`): Ultralytics expects a ``Boxes``-like
+  object (``.conf``, ``.cls``, ``.xywh``, ``.xyxy``, boolean indexing); we hold a plain array.
+* Appearance: Ultralytics' external encoder path loads a model file by path (``ReID``), which
+  would bypass our own ReID backend. Instead BoT-SORT is built in its ``model="auto"`` mode,
+  which takes precomputed per-detection ``feats``; we compute them by calling the ``reid``
+  callable ourselves, only for the boxes BoT-SORT can use (``conf > track_low_thresh``).
+* ``frame_rate``: Ultralytics keeps a lost track for exactly ``track_buffer`` frames; the
+  original ByteTrack (and ``params.yaml``) define the buffer at 30 fps and scale it, so
+  ``max_frames_lost`` is set to ``int(frame_rate / 30 * track_buffer)`` after construction.
+* Lost-pool clean-up: Ultralytics (like the original ByteTrack) subtracts the removed tracks
+  from the lost pool *before* adding this frame's removals, so a track dropped for exceeding
+  the buffer stays matchable for one more frame; if it is matched then, it is live while
+  also listed as removed, and the next time it is lost it is discarded at once. After each
+  update the wrapper drops ``Removed`` tracks from the lost pool, so a track survives at most
+  ``track_buffer`` (scaled) missed frames, exactly as documented.
+* Parameter checking: unknown keywords are refused with a close-match suggestion and every
+  value is range-checked, instead of Ultralytics' untyped namespace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+from collections.abc import Callable
+from typing import Any, Final
+
+import numpy as np
+
+from motops.tracking.types import CONF, as_detections, empty_tracks
+
+TRACKER_NAMES: Final = ("bytetrack", "botsort")
+GMC_METHODS: Final = ("none", "sparseOptFlow", "orb", "ecc")
+# Kalman / buffer settings in params.yaml are stated for 30 fps footage (as in ByteTrack).
+REFERENCE_FPS: Final = 30.0
+
+ReidFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``(frame_bgr (H, W, 3) uint8, boxes_xyxy (N, 4)) -> (N, D) float32`` L2-normalized embeddings."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackerParams:
+    """Association settings shared by ByteTrack and BoT-SORT (same names as ``params.yaml`` ``track:``).
+
+    Attributes:
+        track_high_thresh: Detections scoring at least this go to the first association stage
+            (IoU plus appearance). Raising it sends more boxes to the weaker, IoU-only second
+            stage, which can only continue existing tracks.
+        track_low_thresh: Detections scoring at or below this are discarded. Raising it throws
+            away more weak boxes: fewer false matches, but occluded objects are lost sooner.
+        new_track_thresh: Score an unmatched detection needs to start a new track. Raising it
+            gives fewer spurious tracks but starts real ones later (or never, for weak objects).
+        match_thresh: Largest first-stage cost (``1 - IoU``, fused with score) accepted as a
+            match. Raising it accepts weaker overlaps: fast or jittery objects keep their ids,
+            but neighbours are swapped more often.
+        track_buffer: Frames (at 30 fps; scaled by ``frame_rate``) a lost track is kept for
+            re-association. Raising it bridges longer occlusions but may re-attach an old id to
+            a different object, and keeps more tracks in memory.
+        fuse_score: Multiply the IoU similarity by the detection score in the first stage, so
+            weak detections must overlap more. Disabling it trusts low-score boxes as much as
+            high-score ones.
+        with_reid: BoT-SORT only: use appearance embeddings from the ``reid`` callable. Without
+            a ``reid`` callable (or without a frame) the tracker is motion-only regardless.
+        proximity_thresh: BoT-SORT only: smallest IoU a track/detection pair needs before its
+            appearance is considered. Raising it lets appearance overrule motion only for
+            boxes that already overlap well.
+        appearance_thresh: BoT-SORT only: smallest appearance agreement for an appearance
+            match; a pair whose embedding distance (cosine distance / 2) exceeds
+            ``1 - appearance_thresh`` is ignored. Raising it demands more similar embeddings.
+        gmc_method: BoT-SORT only: camera-motion compensation, one of ``none``,
+            ``sparseOptFlow``, ``orb``, ``ecc``; needs a frame. ``none`` is right (and faster)
+            for a static camera; ``ecc`` is the most accurate and the slowest.
+    """
+
+    track_high_thresh: float = 0.5
+    track_low_thresh: float = 0.1
+    new_track_thresh: float = 0.6
+    match_thresh: float = 0.8
+    track_buffer: int = 30
+    fuse_score: bool = True
+    with_reid: bool = True
+    proximity_thresh: float = 0.5
+    appearance_thresh: float = 0.25
+    gmc_method: str = "sparseOptFlow"
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.type == "float":
+                if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+                    raise ValueError(f"tracker parameter {field.name}={value!r}: expected a number in [0, 1]")
+            elif field.type == "bool" and not isinstance(value, bool | np.bool_):
+                raise ValueError(f"tracker parameter {field.name}={value!r}: expected true or false")
+        if isinstance(self.track_buffer, bool) or not isinstance(self.track_buffer, int) or self.track_buffer < 1:
+            raise ValueError(f"tracker parameter track_buffer={self.track_buffer!r}: expected an integer >= 1")
+        if self.gmc_method not in GMC_METHODS:
+            raise ValueError(f"tracker parameter gmc_method={self.gmc_method!r}: expected one of {list(GMC_METHODS)}")
+        if self.track_low_thresh > self.track_high_thresh:
+            raise ValueError(
+                f"tracker parameters: track_low_thresh={self.track_low_thresh} > track_high_thresh="
+                f"{self.track_high_thresh}; expected low <= high"
+            )
+
+
+TRACKER_PARAM_NAMES: Final = tuple(f.name for f in dataclasses.fields(TrackerParams))
+
+
+def _suggest(word: str, valid: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(word, valid, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class _DetectionView:
+    """The slice of Ultralytics' ``Boxes`` API its trackers read, over a ``(N, 6)`` detection array."""
+
+    __slots__ = ("_dets",)
+
+    def __init__(self, dets: np.ndarray) -> None:
+        self._dets = dets
+
+    def __len__(self) -> int:
+        return len(self._dets)
+
+    def __getitem__(self, index: Any) -> _DetectionView:
+        return _DetectionView(self._dets[index])
+
+    @property
+    def xyxy(self) -> np.ndarray:
+        return self._dets[:, :4]
+
+    @property
+    def xywh(self) -> np.ndarray:
+        xyxy = self._dets[:, :4]
+        return np.concatenate([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+
+    @property
+    def conf(self) -> np.ndarray:
+        return self._dets[:, 4]
+
+    @property
+    def cls(self) -> np.ndarray:
+        return self._dets[:, 5]
+
+
+class UltralyticsTracker:
+    """A ByteTrack or BoT-SORT tracker with the motops array interface; build it with :func:`make_tracker`.
+
+    Attributes:
+        name: ``"bytetrack"`` or ``"botsort"``.
+        params: The validated :class:`TrackerParams`.
+        frame_rate: Frames per second of the footage (scales ``track_buffer``).
+        uses_appearance: Whether ``reid`` is called (BoT-SORT with ``with_reid`` and a callable).
+    """
+
+    def __init__(self, name: str, params: TrackerParams, frame_rate: float, reid: ReidFn | None) -> None:
+        from ultralytics.trackers.basetrack import TrackState
+        from ultralytics.trackers.bot_sort import BOTSORT
+        from ultralytics.trackers.byte_tracker import BYTETracker
+
+        self.name = name
+        self.params = params
+        self.frame_rate = frame_rate
+        self.uses_appearance = name == "botsort" and params.with_reid and reid is not None
+        self._reid = reid if self.uses_appearance else None
+        args = types.SimpleNamespace(
+            **dataclasses.asdict(params),
+            # "auto" = take precomputed per-detection feats; never load a model file by path.
+            model="auto",
+        )
+        args.with_reid = self.uses_appearance
+        self._impl = BOTSORT(args) if name == "botsort" else BYTETracker(args)
+        if not hasattr(self._impl, "_ids"):  # pre-8.4.190 trackers share a class-level id counter
+            raise RuntimeError(
+                "the installed ultralytics trackers share track ids across instances; motops needs ultralytics>=8.4.190"
+            )
+        self._removed = TrackState.Removed
+        self._max_frames_lost = int(frame_rate / REFERENCE_FPS * params.track_buffer)
+        self._impl.max_frames_lost = self._max_frames_lost
+        self._frame_index = 0
+
+    def update(self, dets: np.ndarray, frame: np.ndarray | None = None) -> np.ndarray:
+        """Associate one frame's detections with the tracks.
+
+        Args:
+            dets: ``(N, 6)`` ``[x1, y1, x2, y2, conf, cls]`` in pixels (see :mod:`motops.tracking.types`).
+            frame: The BGR image ``(H, W, 3)`` uint8 the detections come from, or ``None`` for
+                motion-only tracking (then neither camera-motion compensation nor appearance).
+
+        Returns:
+            ``(M, 8)`` float32 ``[x1, y1, x2, y2, track_id, conf, cls, det_index]`` for the
+            confirmed tracks updated on this frame; ``det_index`` is the row of ``dets``.
+        """
+        dets = as_detections(dets, name=f"{self.name} input detections, frame {self._frame_index}")
+        self._frame_index += 1
+        if frame is not None and (not isinstance(frame, np.ndarray) or frame.ndim not in (2, 3)):
+            raise ValueError(f"{self.name}: frame must be a BGR image array (H, W, 3) or None, got {type(frame)}")
+        feats = self._embed(frame, dets) if self._reid is not None and frame is not None else None
+        img = frame if self.name == "botsort" else None
+        out = self._impl.update(_DetectionView(dets), img, feats=feats)
+        # See the module docstring: a removed track must not stay matchable for one more frame.
+        self._impl.lost_stracks = [t for t in self._impl.lost_stracks if t.state != self._removed]
+        if out.size == 0:
+            return empty_tracks()
+        return np.ascontiguousarray(out[:, :8], dtype=np.float32)
+
+    def _embed(self, frame: np.ndarray, dets: np.ndarray) -> np.ndarray | None:
+        """Per-detection embeddings ``(N, D)``; rows BoT-SORT will drop stay zero (= "no appearance")."""
+        wh = dets[:, 2:4] - dets[:, :2]
+        usable = (dets[:, CONF] > self.params.track_low_thresh) & (wh[:, 0] > 0) & (wh[:, 1] > 0)
+        if not usable.any():
+            return None
+        boxes = np.ascontiguousarray(dets[usable, :4])
+        emb = np.asarray(self._reid(frame, boxes), dtype=np.float32)
+        if emb.ndim != 2 or emb.shape[0] != len(boxes) or not np.isfinite(emb).all():
+            raise ValueError(
+                f"reid callable returned shape {emb.shape} for {len(boxes)} boxes; "
+                "expected a finite (N, D) array, one embedding per box"
+            )
+        feats = np.zeros((len(dets), emb.shape[1]), dtype=np.float32)
+        feats[usable] = emb
+        return feats
+
+    def reset(self) -> None:
+        """Forget every track (tracked, lost, removed) and restart ids at 1."""
+        self._impl.reset()
+        self._impl.max_frames_lost = self._max_frames_lost
+        self._frame_index = 0
+
+    def __repr__(self) -> str:
+        return f"UltralyticsTracker({self.name!r}, frame_rate={self.frame_rate}, appearance={self.uses_appearance})"
+
+
+def make_tracker(
+    name: str,
+    *,
+    frame_rate: float = REFERENCE_FPS,
+    reid: ReidFn | None = None,
+    **params: Any,
+) -> UltralyticsTracker:
+    """Build a multi-object tracker with the ``update(dets, frame) -> tracks`` / ``reset()`` interface.
+
+    Args:
+        name: ``"bytetrack"`` (motion only) or ``"botsort"`` (motion, optional appearance and
+            camera-motion compensation).
+        frame_rate: Frames per second of the footage; ``track_buffer`` is scaled by
+            ``frame_rate / 30``. Raising it keeps lost tracks for more frames.
+        reid: BoT-SORT appearance: a callable ``(frame_bgr, boxes_xyxy (N, 4)) -> (N, D)``
+            float32 L2-normalized embeddings (our ReID backend). ``None`` = motion only.
+            Refused for ``bytetrack``, which would ignore it.
+        **params: Association settings, every one optional: ``track_high_thresh`` (0.5),
+            ``track_low_thresh`` (0.1), ``new_track_thresh`` (0.6), ``match_thresh`` (0.8),
+            ``track_buffer`` (30), ``fuse_score`` (True), ``with_reid`` (True),
+            ``proximity_thresh`` (0.5), ``appearance_thresh`` (0.25), ``gmc_method``
+            (``"sparseOptFlow"``). :class:`TrackerParams` documents what raising each does.
+            The last four are BoT-SORT's and ``bytetrack`` ignores them, so one ``track:``
+            section of ``params.yaml`` can configure either tracker.
+
+    Returns:
+        An :class:`UltralyticsTracker` whose ids start at 1 and belong to it alone.
+
+    Raises:
+        ValueError: Unknown tracker name (with a suggestion), a value out of range, or a
+            ``reid`` callable for ``bytetrack``.
+        TypeError: An unknown keyword; the message suggests the closest valid one and lists all.
+    """
+    if name not in TRACKER_NAMES:
+        hint = _suggest(str(name), TRACKER_NAMES)
+        raise ValueError(f"unknown tracker {name!r}{hint}; expected one of {list(TRACKER_NAMES)}")
+    unknown = [key for key in params if key not in TRACKER_PARAM_NAMES]
+    if unknown:
+        key = unknown[0]
+        raise TypeError(
+            f"make_tracker: unknown parameter {key!r}{_suggest(key, TRACKER_PARAM_NAMES)}; "
+            f"valid parameters: {', '.join(TRACKER_PARAM_NAMES)}"
+        )
+    if isinstance(frame_rate, bool) or not isinstance(frame_rate, int | float) or not math.isfinite(frame_rate):
+        raise ValueError(f"make_tracker: frame_rate={frame_rate!r}; expected a positive number of frames per second")
+    if frame_rate <= 0:
+        raise ValueError(f"make_tracker: frame_rate={frame_rate!r}; expected a positive number of frames per second")
+    if reid is not None and not callable(reid):
+        raise ValueError(f"make_tracker: reid={reid!r}; expected a callable (frame_bgr, boxes_xyxy) -> embeddings")
+    if reid is not None and name == "bytetrack":
+        raise ValueError(
+            "make_tracker: bytetrack uses no appearance, so a reid callable would never be called; "
+            "use 'botsort' or pass reid=None"
+        )
+    return UltralyticsTracker(name, TrackerParams(**params), float(frame_rate), reid)

@@ -1,0 +1,357 @@
+"""Unit and behaviour tests of the tracking runtime: types, matching, trackers, frame skipping.
+
+All scenes are synthetic and tiny (a few hundred pixels, tens of frames), CPU only, seeded.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from motops.tracking import (
+    SkippingTracker,
+    as_detections,
+    as_tracks,
+    fuse_score,
+    iou_distance,
+    iou_matrix,
+    linear_assignment,
+    make_tracker,
+)
+
+TRACKERS = ("bytetrack", "botsort")
+
+
+def _texture(h: int, w: int, seed: int) -> np.ndarray:
+    """Blurred colour noise: texture that optical flow and GMC can lock onto."""
+    noise = np.random.default_rng(seed).integers(0, 256, (h, w, 3)).astype(np.uint8)
+    return cv2.GaussianBlur(noise, (0, 0), 1.5)
+
+
+def _dets(boxes: np.ndarray, conf: float = 0.9) -> np.ndarray:
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.c_[boxes, np.full(len(boxes), conf), np.zeros(len(boxes))]
+
+
+def _render(bg: np.ndarray, boxes: np.ndarray, patches: list[np.ndarray]) -> np.ndarray:
+    img = bg.copy()
+    for (x1, y1, x2, y2), patch in zip(boxes.astype(int), patches, strict=True):
+        img[y1:y2, x1:x2] = patch[: y2 - y1, : x2 - x1]
+    return img
+
+
+def _ids_by_object(tracks: np.ndarray, truth: np.ndarray) -> list[int | None]:
+    """For each true box, the id of the track overlapping it most (None when no track has IoU >= 0.5)."""
+    if len(tracks) == 0:
+        return [None] * len(truth)
+    iou = iou_matrix(truth, tracks)
+    return [int(tracks[j, 4]) if iou[i, j] >= 0.5 else None for i, j in enumerate(iou.argmax(axis=1))]
+
+
+def _run(tracker, truths: list[np.ndarray], frames: list[np.ndarray | None] | None = None, drop=()) -> list[list]:
+    """Feed per-frame true boxes (minus the (frame, object) pairs in ``drop``); return ids per object per frame."""
+    ids = []
+    for t, truth in enumerate(truths):
+        keep = [i for i in range(len(truth)) if (t, i) not in drop]
+        frame = frames[t] if frames is not None else None
+        tracks = tracker.update(_dets(truth[keep]), frame)
+        ids.append(_ids_by_object(tracks, truth))
+    return ids
+
+
+# --------------------------------------------------------------------------- types
+
+
+def test_as_detections_accepts_the_layout_and_empty_input():
+    dets = as_detections([[0, 0, 10, 20, 0.5, 2]])
+    assert dets.shape == (1, 6) and dets.dtype == np.float32
+    assert as_detections([]).shape == (0, 6)
+    assert as_detections(np.zeros((0, 6))).shape == (0, 6)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (np.zeros((3, 4)), r"shape \(3, 4\).*\(N, 6\).*x1, y1, x2, y2, conf, cls"),
+        (np.zeros(6), r"shape \(6,\).*\(N, 6\)"),
+        ([[0, 0, 10, np.nan, 0.5, 0]], r"row 0 column 'y2' is nan"),
+        ([[0, 0, 10, 10, 0.5, 0], [10, 0, 5, 10, 0.5, 0]], r"row 1 has x2=5 < x1=10"),
+        ([[0, 0, 10, 10, 1.5, 0]], r"row 0 has conf=1.5; expected a detector score in \[0, 1\]"),
+    ],
+)
+def test_as_detections_refuses_bad_input_with_the_expected_layout(bad, message):
+    with pytest.raises(ValueError, match=message):
+        as_detections(bad)
+
+
+def test_as_tracks_refuses_bad_shape_and_ids():
+    with pytest.raises(ValueError, match=r"\(N, 8\).*track_id.*det_index"):
+        as_tracks(np.zeros((2, 6)))
+    with pytest.raises(ValueError, match="track_id=0"):
+        as_tracks([[0, 0, 1, 1, 0, 0.9, 0, -1]])
+    assert as_tracks([[0, 0, 1, 1, 3, 0.9, 0, -1]]).shape == (1, 8)
+
+
+# --------------------------------------------------------------------------- matching
+
+
+def test_iou_identical_disjoint_and_known_overlap():
+    a = np.array([[0, 0, 10, 10]])
+    assert iou_matrix(a, a)[0, 0] == 1.0
+    assert iou_matrix(a, [[20, 20, 30, 30]])[0, 0] == 0.0
+    assert iou_matrix(a, [[10, 0, 20, 10]])[0, 0] == 0.0  # touching edges do not overlap
+    # [0,10]x[0,10] vs [5,15]x[0,10]: intersection 50, union 150
+    assert iou_matrix(a, [[5, 0, 15, 10]])[0, 0] == pytest.approx(1 / 3, abs=1e-12)
+    # Extra columns (detections, tracks) are ignored; shapes are (N, M).
+    iou = iou_matrix(_dets([[0, 0, 10, 10], [0, 0, 5, 10]]), np.zeros((3, 8)) + [0, 0, 10, 10, 1, 1, 0, -1])
+    assert iou.shape == (2, 3) and np.allclose(iou, [[1, 1, 1], [0.5, 0.5, 0.5]])
+    assert np.allclose(iou_distance(a, [[5, 0, 15, 10]]), 2 / 3)
+    assert iou_matrix(np.zeros((0, 4)), a).shape == (0, 1)
+
+
+def test_fuse_score_scales_similarity_by_detection_score():
+    assert np.allclose(fuse_score(np.array([[0.2, 0.5]]), np.array([0.5, 1.0])), [[0.6, 0.5]])
+
+
+def test_linear_assignment_minimises_cost_and_respects_the_threshold():
+    cost = np.array([[0.1, 0.9, 0.9], [0.9, 0.95, 0.2], [0.3, 0.9, 0.9]])
+    matches, ua, ub = linear_assignment(cost, thresh=0.5)
+    assert matches.tolist() == [[0, 0], [1, 2]]  # row 2 would prefer column 0 but row 0 is cheaper there
+    assert ua.tolist() == [2] and ub.tolist() == [1]  # 0.9 for (2, 1) is above the threshold
+    matches, ua, ub = linear_assignment(cost, thresh=1.0)
+    assert len(matches) == 3 and len(ua) == 0 and len(ub) == 0
+    matches, ua, ub = linear_assignment(cost, thresh=0.05)
+    assert matches.shape == (0, 2) and ua.tolist() == [0, 1, 2] and ub.tolist() == [0, 1, 2]
+    matches, ua, ub = linear_assignment(np.zeros((0, 2)), thresh=0.5)
+    assert matches.shape == (0, 2) and ub.tolist() == [0, 1]
+
+
+# --------------------------------------------------------------------------- trackers
+
+
+def _two_movers(n: int = 30) -> list[np.ndarray]:
+    return [
+        np.array([[20 + 4 * t, 40, 60 + 4 * t, 120], [260 - 3 * t, 60 + t, 300 - 3 * t, 140 + t]], float)
+        for t in range(n)
+    ]
+
+
+@pytest.mark.parametrize("name", TRACKERS)
+@pytest.mark.parametrize("with_frame", [False, True], ids=["motion-only", "with-frame"])
+def test_constant_speed_objects_keep_their_ids(name, with_frame):
+    truths = _two_movers(30)
+    frames = None
+    if with_frame:  # textured background so BoT-SORT's default sparseOptFlow GMC runs on real features
+        bg, patches = _texture(200, 340, 1), [_texture(80, 40, 2), _texture(80, 40, 3)]
+        frames = [_render(bg, truth, patches) for truth in truths]
+    ids = _run(make_tracker(name), truths, frames)
+    assert all(frame_ids == [1, 2] for frame_ids in ids), ids
+
+
+@pytest.mark.parametrize("name", TRACKERS)
+def test_crossing_objects_at_different_speeds_keep_their_ids(name):
+    # A runs right at 6 px/frame, B left at 3 px/frame, 10 px lower; they overlap around frame 17.
+    truths = [
+        np.array([[10 + 6 * t, 50, 40 + 6 * t, 110], [160 - 3 * t, 60, 190 - 3 * t, 120]], float) for t in range(30)
+    ]
+    first_overlap = next(t for t, b in enumerate(truths) if iou_matrix(b[:1], b[1:])[0, 0] > 0.3)
+    assert 5 < first_overlap < 25  # the objects really cross inside the clip
+    ids = _run(make_tracker(name, gmc_method="none"), truths)
+    assert all(frame_ids == [1, 2] for frame_ids in ids), ids
+
+
+@pytest.mark.parametrize("name", TRACKERS)
+def test_short_occlusion_keeps_the_id_within_track_buffer(name):
+    truths = _two_movers(30)
+    gap = {(t, 0) for t in range(10, 15)}  # object 0 missed for 5 frames
+    ids = _run(make_tracker(name), truths, drop=gap)
+    assert [ids[t][0] for t in range(10, 15)] == [None] * 5  # lost tracks are not reported
+    assert all(ids[t] == [1, 2] for t in [*range(10), *range(15, 30)]), ids
+    # The buffer is what bridges it: at 10 fps a 12-frame buffer (stated at 30 fps) keeps a lost track for
+    # 12 * 10 / 30 = 4 missed frames. Missed for 4 frames: same id; for 5: the object comes back as a new track.
+    short_gap = {(t, 0) for t in range(10, 14)}
+    ids = _run(make_tracker(name, frame_rate=10, track_buffer=12), truths, drop=short_gap)
+    assert ids[14] == [1, 2] and ids[29] == [1, 2]
+    ids = _run(make_tracker(name, frame_rate=10, track_buffer=12), truths, drop=gap)
+    assert ids[15][0] is None and ids[16][0] == 3 and ids[29] == [3, 2]
+
+
+def test_two_trackers_in_one_process_own_their_ids():
+    truths = _two_movers(5)
+    a, b = make_tracker("bytetrack"), make_tracker("botsort")
+    for truth in truths:  # interleaved, as two video streams in one process would be
+        ta, tb = a.update(_dets(truth), None), b.update(_dets(truth[:1]), None)
+    assert sorted(ta[:, 4]) == [1, 2] and tb[:, 4].tolist() == [1]
+    c = make_tracker("bytetrack")
+    assert sorted(c.update(_dets(truths[0]), None)[:, 4]) == [1, 2]
+    a.reset()
+    a.update(_dets(truths[0][1:]), None)
+    assert a.update(_dets(truths[1][1:]), None)[:, 4].tolist() == [1]
+
+
+def test_tracker_output_layout_maps_back_to_detections():
+    tracker = make_tracker("bytetrack")
+    for t in range(3):
+        dets = np.array([[300 - 3 * t, 60, 340 - 3 * t, 140, 0.7, 5], [20 + 4 * t, 40, 60 + 4 * t, 120, 0.95, 2]])
+        dets = np.vstack([[0, 0, 5, 5, 0.05, 0], dets])  # a box below track_low_thresh shifts the row numbers
+        tracks = tracker.update(dets, None)
+    assert tracks.shape == (2, 8) and tracks.dtype == np.float32
+    for row in tracks:
+        det = dets[int(row[7])]
+        assert iou_matrix(row[None, :4], det[None, :4])[0, 0] > 0.9
+        assert row[5] == pytest.approx(det[4]) and row[6] == det[5]
+    assert tracker.update(np.zeros((0, 6)), None).shape == (0, 8)
+
+
+def test_unknown_parameter_and_name_are_refused_with_a_suggestion():
+    with pytest.raises(TypeError, match=r"'match_tresh' \(did you mean 'match_thresh'\?\).*track_buffer"):
+        make_tracker("bytetrack", match_tresh=0.5)
+    with pytest.raises(ValueError, match=r"'botsrot' \(did you mean 'botsort'\?\)"):
+        make_tracker("botsrot")
+    with pytest.raises(ValueError, match=r"match_thresh=1.5: expected a number in \[0, 1\]"):
+        make_tracker("botsort", match_thresh=1.5)
+    with pytest.raises(ValueError, match=r"gmc_method='sift'"):
+        make_tracker("botsort", gmc_method="sift")
+    with pytest.raises(ValueError, match="bytetrack uses no appearance"):
+        make_tracker("bytetrack", reid=lambda frame, boxes: np.zeros((len(boxes), 2)))
+
+
+COLOURS = ((0, 0, 255), (0, 255, 0))  # BGR red, green
+
+
+def _bounce_scene(n: int = 21, turn: int = 10):
+    """Two 40x80 boxes run into each other at 10 px/frame and bounce back at frame ``turn``.
+
+    At the turn they are 10 px apart, so a constant-velocity prediction of each one lands
+    closer to the *other* object's next box (IoU 0.6) than to its own (IoU 0.33): motion
+    alone swaps the ids. B is drawn over A, and A stays to the left, so the top-left corner
+    of each box always shows that object's own colour.
+    """
+    frames, truths = [], []
+    for t in range(n):
+        s = t if t <= turn else 2 * turn - t
+        xa, xb = 100 + 10 * s, 110 + 20 * turn - 10 * s
+        boxes = np.array([[xa, 50, xa + 40, 130], [xb, 50, xb + 40, 130]], float)
+        img = np.zeros((200, 480, 3), np.uint8)
+        for (x1, y1, x2, y2), colour in zip(boxes.astype(int), COLOURS, strict=True):
+            img[y1:y2, x1:x2] = colour
+        frames.append(img)
+        truths.append(boxes)
+    return frames, truths
+
+
+def test_botsort_appearance_keeps_ids_where_motion_alone_swaps_them():
+    frames, truths = _bounce_scene()
+    calls = []
+
+    def colour_reid(frame, boxes):
+        """Embedding = the L2-normalised mean colour of a 3x3 patch at the box's top-left corner."""
+        calls.append(boxes.copy())
+        patches = [frame[y1 + 1 : y1 + 4, x1 + 1 : x1 + 4].reshape(-1, 3).mean(0) for x1, y1, *_ in boxes.astype(int)]
+        emb = np.asarray(patches, dtype=np.float32)
+        return emb / np.linalg.norm(emb, axis=1, keepdims=True)
+
+    # proximity_thresh 0.3: appearance may decide for pairs overlapping by IoU >= 0.3 (the true pairs have 0.33).
+    settings = {"gmc_method": "none", "proximity_thresh": 0.3}
+    motion = _run(make_tracker("botsort", **settings), truths, frames)
+    assert motion[9] == [1, 2] and motion[12] == [2, 1]  # the scene does fool motion alone
+
+    tracker = make_tracker("botsort", reid=colour_reid, **settings)
+    assert tracker.uses_appearance
+    appearance = _run(tracker, truths, frames)
+    assert all(frame_ids == [1, 2] for frame_ids in appearance), appearance
+    assert len(calls) == len(frames)
+    assert np.array_equal(calls[0], truths[0]) and np.array_equal(calls[-1], truths[-1])
+
+    # with_reid=False or no frame: the callable is never called (motion only).
+    calls.clear()
+    assert _run(make_tracker("botsort", reid=colour_reid, with_reid=False, **settings), truths, frames) == motion
+    assert _run(make_tracker("botsort", reid=colour_reid, **settings), truths) == motion
+    assert calls == []
+
+
+# --------------------------------------------------------------------------- frame skipping
+
+
+class _Scene:
+    """A 40x48 textured box moving at (3, 2) px/frame over a textured 320x240 background."""
+
+    def __init__(self) -> None:
+        self.bg, self.patch = _texture(240, 320, 1), _texture(48, 40, 2)
+        self.calls: list[int] = []
+
+    @staticmethod
+    def truth(t: int) -> np.ndarray:
+        return np.array([40 + 3 * t, 60 + 2 * t, 80 + 3 * t, 108 + 2 * t], float)
+
+    def frame(self, t: int) -> np.ndarray:
+        return _render(self.bg, self.truth(t)[None], [self.patch])
+
+    def detector(self, t: int, miss: bool = False):
+        def detect(frame: np.ndarray) -> np.ndarray:
+            self.calls.append(t)
+            return np.zeros((0, 6)) if miss else _dets(self.truth(t))
+
+        return detect
+
+
+# The bound on propagated boxes: every corner within 2 px of the truth on in-between frames
+# (the box moves 3.6 px/frame, so holding the last box still would break it on the first one).
+PROPAGATION_BOUND_PX = 2.0
+
+
+@pytest.mark.parametrize("flow", ["dis", "farneback"])
+def test_skipping_propagates_boxes_within_bound(flow):
+    scene = _Scene()
+    skipper = SkippingTracker(make_tracker("bytetrack"), detect_every=3, flow=flow)
+    for t in range(24):
+        tracks = skipper.step(scene.frame(t), scene.detector(t))
+        assert tracks.shape == (1, 8) and tracks[0, 4] == 1
+        if t % 3:
+            assert tracks[0, 7] == -1
+            error = np.abs(tracks[0, :4] - scene.truth(t)).max()
+            assert error < PROPAGATION_BOUND_PX, (t, error)
+        else:
+            assert tracks[0, 7] == 0
+    assert scene.calls == list(range(0, 24, 3))
+
+
+def test_skipping_history_bridges_a_missed_detection():
+    scene = _Scene()
+    skipper = SkippingTracker(make_tracker("bytetrack"), detect_every=3)
+    for t in range(18):
+        tracks = skipper.step(scene.frame(t), scene.detector(t, miss=t == 6))
+        if t in (6, 7, 8):  # the detector missed the box: nothing to report or propagate
+            assert len(tracks) == 0
+        else:
+            assert tracks[:, 4].tolist() == [1], t
+            if t % 3:
+                assert np.abs(tracks[0, :4] - scene.truth(t)).max() < PROPAGATION_BOUND_PX
+
+
+def test_skipping_every_frame_equals_the_plain_tracker():
+    scene = _Scene()
+    skipper = SkippingTracker(make_tracker("botsort"), detect_every=1)
+    plain = make_tracker("botsort")
+    for t in range(10):
+        frame = scene.frame(t)
+        assert np.array_equal(skipper.step(frame, scene.detector(t)), plain.update(_dets(scene.truth(t)), frame))
+    assert scene.calls == list(range(10))
+
+
+def test_skipping_refuses_bad_arguments_and_resets():
+    with pytest.raises(ValueError, match=r"flow='dsi' \(did you mean 'dis'\?\)"):
+        SkippingTracker(make_tracker("bytetrack"), flow="dsi")
+    with pytest.raises(ValueError, match="detect_every=0"):
+        SkippingTracker(make_tracker("bytetrack"), detect_every=0)
+    scene = _Scene()
+    skipper = SkippingTracker(make_tracker("bytetrack"), detect_every=2)
+    with pytest.raises(ValueError, match=r"detect_fn output for frame 0: got shape \(4,\)"):
+        skipper.step(scene.frame(0), lambda frame: np.zeros(4))
+    skipper.reset()
+    for t in range(3):
+        skipper.step(scene.frame(t), scene.detector(t))
+    skipper.reset()
+    assert skipper.frame_index == 0
+    assert skipper.step(scene.frame(0), scene.detector(0))[:, 4].tolist() == [1]
