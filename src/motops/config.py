@@ -248,7 +248,11 @@ class TrackParams(_Section):
     fuse_score: bool = True
     with_reid: bool = True
     proximity_thresh: Fraction = Field(default=0.5, description="Smallest IoU for appearance to be considered.")
-    appearance_thresh: Fraction = Field(default=0.25, description="Largest appearance distance accepted.")
+    appearance_thresh: Fraction = Field(
+        default=0.25,
+        description="Smallest appearance similarity (1 - cosine distance) for a match to use appearance; "
+        "raising it demands more similar embeddings.",
+    )
     gmc_method: Literal["none", "sparseOptFlow", "orb", "ecc"] = "sparseOptFlow"
     detect_every: PositiveInt = Field(default=1, description="Run the detector every N-th frame; flow in between.")
     flow: Literal["dis", "farneback"] = "dis"
