@@ -116,3 +116,13 @@ def test_dump_round_trips(tmp_path):
     out = tmp_path / "p.yaml"
     out.write_text(dump_params(params))
     assert load_params(out) == params
+
+
+def test_track_defaults_agree_with_the_tracker_runtime():
+    """The edge runtime's TrackerParams and params.yaml's track section must not drift apart."""
+    from motops.config import TrackParams
+    from motops.tracking import TRACKER_PARAM_NAMES, TrackerParams
+
+    config, runtime = TrackParams(), TrackerParams()
+    for name in TRACKER_PARAM_NAMES:
+        assert getattr(config, name) == getattr(runtime, name), name

@@ -239,10 +239,10 @@ class TrackParams(_Section):
     """Tracker settings (ByteTrack / BoT-SORT) and frame skipping."""
 
     tracker: Literal["bytetrack", "botsort"] = "botsort"
-    track_high_thresh: Fraction = Field(default=0.5, description="First-stage association score. Raising it "
+    track_high_thresh: Fraction = Field(default=0.25, description="First-stage association score. Raising it "
                                         "sends more boxes to the weaker second stage.")
     track_low_thresh: Fraction = Field(default=0.1, description="Boxes below are discarded.")
-    new_track_thresh: Fraction = Field(default=0.6, description="Score an unmatched box needs to start a track.")
+    new_track_thresh: Fraction = Field(default=0.35, description="Score an unmatched box needs to start a track.")
     match_thresh: Fraction = Field(default=0.8, description="Largest matching cost (1 - IoU) accepted.")
     track_buffer: PositiveInt = Field(default=30, description="Frames a lost track is kept (at 30 fps; scaled by fps).")
     fuse_score: bool = True

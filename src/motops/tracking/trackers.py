@@ -92,9 +92,9 @@ class TrackerParams:
             for a static camera; ``ecc`` is the most accurate and the slowest.
     """
 
-    track_high_thresh: float = 0.5
+    track_high_thresh: float = 0.25
     track_low_thresh: float = 0.1
-    new_track_thresh: float = 0.6
+    new_track_thresh: float = 0.35
     match_thresh: float = 0.8
     track_buffer: int = 30
     fuse_score: bool = True
@@ -267,8 +267,8 @@ def make_tracker(
         reid: BoT-SORT appearance: a callable ``(frame_bgr, boxes_xyxy (N, 4)) -> (N, D)``
             float32 L2-normalized embeddings (our ReID backend). ``None`` = motion only.
             Refused for ``bytetrack``, which would ignore it.
-        **params: Association settings, every one optional: ``track_high_thresh`` (0.5),
-            ``track_low_thresh`` (0.1), ``new_track_thresh`` (0.6), ``match_thresh`` (0.8),
+        **params: Association settings, every one optional: ``track_high_thresh`` (0.25),
+            ``track_low_thresh`` (0.1), ``new_track_thresh`` (0.35), ``match_thresh`` (0.8),
             ``track_buffer`` (30), ``fuse_score`` (True), ``with_reid`` (True),
             ``proximity_thresh`` (0.5), ``appearance_thresh`` (0.25), ``gmc_method``
             (``"sparseOptFlow"``). :class:`TrackerParams` documents what raising each does.
