@@ -18,8 +18,8 @@ runner = CliRunner()
 def test_every_subcommand_has_help():
     top = runner.invoke(app, ["--help"])
     assert top.exit_code == 0
-    commands = [name for name in ("synth", "ingest", "validate", "params") if name in top.output]
-    assert commands == ["synth", "ingest", "validate", "params"]
+    commands = [name for name in ("synth", "ingest", "validate", "track", "params") if name in top.output]
+    assert commands == ["synth", "ingest", "validate", "track", "params"]
     for name in commands:
         result = runner.invoke(app, [name, "--help"])
         assert result.exit_code == 0, result.output
@@ -81,3 +81,36 @@ def test_synth_then_validate_passes_and_a_corrupt_line_is_named(tmp_path):
     refused = _motops("validate", str(out), "--report-dir", str(tmp_path / "report3"), cwd=ROOT)
     assert refused.returncode == 2
     assert f"{gt}:7" in refused.stderr
+
+
+def test_track_refuses_a_missing_model_and_a_bad_tracker(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    missing = runner.invoke(app, ["track", str(tmp_path), "--detector", str(tmp_path / "nope.onnx")])
+    assert missing.exit_code == 2 and "nope.onnx" in missing.output
+    bad = runner.invoke(app, ["track", str(tmp_path), "--detector", str(tmp_path / "x.pt"), "--tracker", "sort"])
+    assert bad.exit_code == 2 and "bytetrack" in bad.output
+
+
+@pytest.mark.slow
+def test_track_a_synthetic_video_end_to_end(tmp_path):
+    """motops track on an .mp4 with a (random-weight) YOLOv8n: MOT results, annotated video, speed summary."""
+    import json
+
+    import cv2
+    from ultralytics import YOLO
+
+    made = _motops("synth", str(tmp_path / "s"), "--sequences", "1", "--frames", "12", "--width", "320",
+                   "--height", "192", "--video", cwd=ROOT)
+    assert made.returncode == 0, made.stderr
+    weights = tmp_path / "det.pt"
+    YOLO("yolov8n.yaml").save(weights)
+    out = tmp_path / "run"
+    result = _motops("track", str(tmp_path / "s" / "synth-01.mp4"), "--detector", str(weights), "--imgsz", "160",
+                     "--out", str(out), "-S", "track.tracker=bytetrack", "--detect-every", "2", cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 12 and summary["detect_every"] == 2
+    assert summary["fps"] > 0 and {"decode", "detect", "associate"} <= set(summary["latency_ms"])
+    assert (out / "tracks.txt").exists()
+    cap = cv2.VideoCapture(str(out / "annotated.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12

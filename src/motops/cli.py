@@ -150,6 +150,62 @@ def validate(
     typer.echo(f"validation passed: {len(sequences)} sequences, {len(annotations)} boxes; report in {out}")
 
 
+@app.command()
+def track(
+    source: Annotated[str, typer.Argument(help="A video file, a folder of frames (MOTChallenge img1/), or a stream URL.")],
+    detector: Annotated[Path, typer.Option(help="Detector model: YOLO .pt, .onnx or a TensorRT .engine.")],
+    reid: Annotated[Path | None, typer.Option(help="ReID model (.onnx, TorchScript); omitted: motion only.")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder: tracks.txt, annotated.mp4, summary.json.")] = Path(
+        "runs/track"
+    ),
+    backend: Annotated[str | None, typer.Option(help="auto, torch, onnxruntime or tensorrt (default: track.backend).")]
+    = None,
+    tracker: Annotated[str | None, typer.Option(help="bytetrack or botsort (default: track.tracker).")] = None,
+    detect_every: Annotated[
+        int | None, typer.Option(help="Run the detector every N-th frame; optical flow in between (track.detect_every).")
+    ] = None,
+    imgsz: Annotated[int, typer.Option(help="Detector input size, px.")] = 640,
+    video: Annotated[bool, typer.Option("--video/--no-video", help="Write the annotated video.")] = True,
+    max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
+    params_file: ParamsOption = Path("params.yaml"),
+    overrides: SetOption = None,
+) -> None:
+    """Track a video with a detector (+ optional ReID); write MOT results, an annotated video and a speed summary."""
+    import json
+
+    from motops.tracking.backends import load_detector, load_reid
+    from motops.tracking.runner import track_source, tracker_params_from
+
+    try:
+        params = _params(params_file, overrides)
+        settings = params.track.model_copy(
+            update={k: v for k, v in {"backend": backend, "tracker": tracker, "detect_every": detect_every}.items()
+                    if v is not None}
+        )
+        settings = type(settings).model_validate(settings.model_dump())  # refuse bad CLI values like params
+        det = load_detector(detector, backend=settings.backend, imgsz=imgsz)
+        emb = load_reid(reid, backend=settings.backend) if reid is not None and settings.with_reid else None
+        summary = track_source(
+            source,
+            detector=det,
+            reid=emb,
+            tracker=settings.tracker,
+            tracker_params=tracker_params_from(settings),
+            detect_every=settings.detect_every,
+            flow=settings.flow,
+            out_dir=out,
+            write_video=video,
+            max_frames=max_frames,
+        )
+    except (MotopsError, FileNotFoundError) as exc:
+        raise _fail(exc, 2) from None
+    except ValueError as exc:  # pydantic's ValidationError included
+        raise _fail(ConfigError(str(exc)), 2) from None
+    latency = {k: round(v["p50"], 2) for k, v in summary["latency_ms"].items() if isinstance(v, dict) and "p50" in v}
+    typer.echo(json.dumps({"frames": summary["frames"], "fps": round(summary["fps"], 2), "p50_ms": latency,
+                           "out": str(out)}, indent=2))
+
+
 @app.command("params")
 def show_params(params_file: ParamsOption = Path("params.yaml"), overrides: SetOption = None) -> None:
     """Check the params file and print every key with its effective value."""

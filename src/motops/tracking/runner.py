@@ -1,0 +1,233 @@
+"""``motops track SOURCE``: decode, detect, embed, associate, write; timed per component.
+
+One frame goes through::
+
+    decode ──► detect (detection frames only) ──► tracker.update ──► write
+                                                  └─ reid (inside, BoT-SORT's appearance hook)
+
+On the frames between detection frames (``detect_every > 1``) :class:`SkippingTracker`
+propagates the tracks with optical flow instead; that time counts as ``associate``.
+
+Outputs in ``out_dir``:
+
+* ``tracks.txt``: MOTChallenge results, ``frame,id,left,top,width,height,conf,-1,-1,-1``,
+  frames 1-based, boxes in pixels (``left, top = x1, y1``, as everywhere in motops), every
+  track the tracker reports on a frame, propagated ones included;
+* ``annotated.mp4`` (``write_video``): boxes, ids and trails;
+* ``summary.json``: see :func:`track_source`.
+
+Timing: every component is measured with ``time.perf_counter`` around its own call, per
+frame. ``reid`` is measured by wrapping the ReID callable handed to the tracker, and it is
+subtracted from the tracker's time, so ``associate`` is association (plus flow on skipped
+frames) alone.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from motops.tracking.skipping import SkippingTracker
+from motops.tracking.trackers import TRACKER_PARAM_NAMES, make_tracker
+from motops.tracking.types import TRACK_CONF, TRACK_ID
+from motops.tracking.video import Trails, VideoWriter, draw_tracks, open_source
+
+COMPONENTS = ("decode", "detect", "reid", "associate", "write")
+TRACKS_FILE = "tracks.txt"
+VIDEO_FILE = "annotated.mp4"
+SUMMARY_FILE = "summary.json"
+
+
+def tracker_params_from(track: Any) -> dict[str, Any]:
+    """The association settings of a ``params.track`` section (or a mapping), for ``tracker_params``.
+
+    ``params.yaml``'s ``track:`` also holds ``tracker``, ``detect_every``, ``flow`` and ``backend``,
+    which are arguments of :func:`track_source` / :func:`~motops.tracking.backends.load_detector`,
+    not of the tracker; this picks the tracker's own keys.
+    """
+    get = track.get if isinstance(track, Mapping) else lambda k, d=None: getattr(track, k, d)
+    return {k: get(k) for k in TRACKER_PARAM_NAMES if get(k) is not None}
+
+
+def _timed(fn: Callable[..., np.ndarray], sink: list[float]) -> Callable[..., np.ndarray]:
+    """``fn`` appending the duration of each call (seconds) to ``sink``."""
+
+    def wrapper(*args: Any) -> np.ndarray:
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            sink.append(time.perf_counter() - start)
+
+    return wrapper
+
+
+def _stats_ms(samples: list[float]) -> dict[str, float | int]:
+    """p50/p95/mean in milliseconds and the count of the samples (zeros when there are none)."""
+    if not samples:
+        return {"p50": 0.0, "p95": 0.0, "mean": 0.0, "count": 0, "total_s": 0.0}
+    arr = np.asarray(samples, dtype=np.float64) * 1000.0
+    return {
+        "p50": round(float(np.percentile(arr, 50)), 3),
+        "p95": round(float(np.percentile(arr, 95)), 3),
+        "mean": round(float(arr.mean()), 3),
+        "count": len(samples),
+        "total_s": round(float(arr.sum()) / 1000.0, 4),
+    }
+
+
+def _backend_name(model: Any) -> str | None:
+    if model is None:
+        return None
+    return str(getattr(model, "backend", None) or type(model).__name__)
+
+
+def _mot_lines(frame_index: int, tracks: np.ndarray) -> str:
+    rows = []
+    for t in tracks:
+        x1, y1, x2, y2 = (float(v) for v in t[:4])
+        rows.append(
+            f"{frame_index},{int(t[TRACK_ID])},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},"
+            f"{float(t[TRACK_CONF]):.4f},-1,-1,-1\n"
+        )
+    return "".join(rows)
+
+
+def track_source(
+    source: str | Path | int,
+    *,
+    detector: Callable[[np.ndarray], np.ndarray],
+    reid: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    tracker: str = "botsort",
+    tracker_params: Mapping[str, Any] | None = None,
+    detect_every: int = 1,
+    flow: str = "dis",
+    out_dir: str | Path,
+    write_video: bool = True,
+    max_frames: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Track every object of a video, folder of frames or stream and write the results.
+
+    Args:
+        source: Video file, folder of frames, stream URL or webcam index (see
+            :func:`motops.tracking.video.open_source`).
+        detector: ``frame_bgr -> (N, 6)`` detections (a :class:`~motops.tracking.backends.Detector`
+            or any callable); called on detection frames only.
+        reid: ``(frame_bgr, boxes (N, 4)) -> (N, D)`` L2-normalized embeddings for BoT-SORT's
+            appearance cue (a :class:`~motops.tracking.backends.ReID`), or ``None`` (motion only).
+        tracker: ``botsort`` or ``bytetrack``.
+        tracker_params: Association settings (:data:`~motops.tracking.TRACKER_PARAM_NAMES`;
+            see :func:`tracker_params_from`); unknown keys are refused.
+        detect_every: Run the detector every N-th frame and propagate by optical flow in
+            between. Raising it saves detector time and loses accuracy on fast objects.
+        flow: ``dis`` or ``farneback`` (the propagation's optical flow).
+        out_dir: Folder for ``tracks.txt``, ``annotated.mp4`` and ``summary.json`` (created).
+        write_video: Write ``annotated.mp4``. Turning it off saves the drawing and encoding time.
+        max_frames: Stop after this many frames (``None``: the whole source; needed to bound
+            a stream, which also stops on Ctrl-C).
+        progress: Show a tqdm progress bar.
+
+    Returns:
+        The summary, also written to ``summary.json``: ``source``, ``frames``,
+        ``wall_seconds``, ``fps`` (frames / wall seconds, everything included), ``source_fps``,
+        ``size`` ``[width, height]``, ``latency_ms`` (per component of :data:`COMPONENTS` and
+        ``frame`` for the whole per-frame loop: ``p50``, ``p95``, ``mean`` over the frames where the
+        component ran, ``count`` and ``total_s``), ``tracks`` (distinct ids), ``detect_every``,
+        ``detector_calls``, ``reid_calls``, ``tracker``, ``flow``, ``appearance`` (whether
+        embeddings were used), ``backends`` (``detector``, ``reid``), ``interrupted`` and
+        ``outputs`` (file names in ``out_dir``).
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist.
+        motops.tracking.video.SourceError: ``source`` cannot be decoded.
+        ValueError / TypeError: A bad tracker name, parameter, ``detect_every`` or ``flow``.
+    """
+    from tqdm import tqdm
+
+    if isinstance(detect_every, bool) or not isinstance(detect_every, int) or detect_every < 1:
+        raise ValueError(f"detect_every={detect_every!r}; expected an integer >= 1")
+    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1):
+        raise ValueError(f"max_frames={max_frames!r}; expected a positive integer or None")
+    out_dir = Path(out_dir)
+    times: dict[str, list[float]] = {c: [] for c in (*COMPONENTS, "frame")}
+    reid_fn = _timed(reid, times["reid"]) if reid is not None else None
+    detect_fn = _timed(detector, times["detect"])
+
+    src = open_source(source)
+    try:
+        # The tracker sees one frame in ``detect_every``; its lost-track buffer counts its own
+        # updates, so its frame rate is the detection rate (the buffer stays the same in seconds).
+        trk = make_tracker(tracker, frame_rate=src.fps / detect_every, reid=reid_fn, **dict(tracker_params or {}))
+        runner = SkippingTracker(trk, detect_every=detect_every, flow=flow)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        writer = VideoWriter(out_dir / VIDEO_FILE, src.fps, src.size) if write_video else None
+        trails = Trails()
+        ids: set[int] = set()
+        frames = 0
+        interrupted = False
+        total = min(src.length, max_frames) if src.length and max_frames else (src.length or max_frames)
+        wall_start = time.perf_counter()
+        try:
+            with open(out_dir / TRACKS_FILE, "w", encoding="ascii", newline="\n") as results, tqdm(
+                total=total, disable=not progress, unit="frame", desc="track", dynamic_ncols=True
+            ) as bar:
+                frames_iter = iter(src)
+                while max_frames is None or frames < max_frames:
+                    t0 = time.perf_counter()
+                    item = next(frames_iter, None)
+                    t1 = time.perf_counter()
+                    if item is None:
+                        break
+                    index, frame = item
+                    times["decode"].append(t1 - t0)
+                    n_detect, n_reid = len(times["detect"]), len(times["reid"])
+                    tracks = runner.step(frame, detect_fn)
+                    t2 = time.perf_counter()
+                    inner = sum(times["detect"][n_detect:]) + sum(times["reid"][n_reid:])
+                    times["associate"].append(max(t2 - t1 - inner, 0.0))
+                    results.write(_mot_lines(index, tracks))
+                    ids.update(int(i) for i in tracks[:, TRACK_ID])
+                    if writer is not None:
+                        trails.update(tracks)
+                        writer.write(draw_tracks(frame, tracks, trails))
+                    t3 = time.perf_counter()
+                    times["write"].append(t3 - t2)
+                    times["frame"].append(t3 - t0)
+                    frames += 1
+                    bar.update(1)
+        except KeyboardInterrupt:  # a stream has no end: Ctrl-C finishes the outputs cleanly
+            interrupted = True
+        finally:
+            if writer is not None:
+                writer.close()
+        wall = time.perf_counter() - wall_start
+    finally:
+        src.close()
+
+    summary: dict[str, Any] = {
+        "source": src.name,
+        "frames": frames,
+        "wall_seconds": round(wall, 4),
+        "fps": round(frames / wall, 3) if wall > 0 else 0.0,
+        "source_fps": src.fps,
+        "size": list(src.size),
+        "latency_ms": {name: _stats_ms(samples) for name, samples in times.items()},
+        "tracks": len(ids),
+        "detect_every": detect_every,
+        "detector_calls": len(times["detect"]),
+        "reid_calls": len(times["reid"]),
+        "tracker": tracker,
+        "flow": flow,
+        "appearance": bool(getattr(trk, "uses_appearance", False)),
+        "backends": {"detector": _backend_name(detector), "reid": _backend_name(reid)},
+        "interrupted": interrupted,
+        "outputs": {"tracks": TRACKS_FILE, "video": VIDEO_FILE if write_video else None, "summary": SUMMARY_FILE},
+    }
+    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
