@@ -62,7 +62,7 @@ class _Boxes:
 
 
 def _peer(kind: str, fps: float):
-    from ultralytics.trackers import BOTSORT, BYTETracker, OCSORT
+    from ultralytics.trackers import BOTSORT, OCSORT, BYTETracker
     from ultralytics.utils import ROOT as UL_ROOT
     from ultralytics.utils import YAML, IterableSimpleNamespace
 

@@ -152,7 +152,7 @@ def validate(
 
 @app.command()
 def track(
-    source: Annotated[str, typer.Argument(help="A video file, a folder of frames (MOTChallenge img1/), or a stream URL.")],
+    source: Annotated[str, typer.Argument(help="A video file, a folder of frames (MOTChallenge img1/), or a URL.")],
     detector: Annotated[Path, typer.Option(help="Detector model: YOLO .pt, .onnx or a TensorRT .engine.")],
     reid: Annotated[Path | None, typer.Option(help="ReID model (.onnx, TorchScript); omitted: motion only.")] = None,
     out: Annotated[Path, typer.Option(help="Output folder: tracks.txt, annotated.mp4, summary.json.")] = Path(
@@ -162,7 +162,7 @@ def track(
     = None,
     tracker: Annotated[str | None, typer.Option(help="bytetrack or botsort (default: track.tracker).")] = None,
     detect_every: Annotated[
-        int | None, typer.Option(help="Run the detector every N-th frame; optical flow in between (track.detect_every).")
+        int | None, typer.Option(help="Run the detector every N-th frame, optical flow between (track.detect_every).")
     ] = None,
     imgsz: Annotated[int, typer.Option(help="Detector input size, px.")] = 640,
     video: Annotated[bool, typer.Option("--video/--no-video", help="Write the annotated video.")] = True,
