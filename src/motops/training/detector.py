@@ -1,0 +1,274 @@
+"""The ``train_detector`` stage: finetune (or train from scratch) an Ultralytics YOLO detector.
+
+Offline by construction: weights come from a local ``.pt`` or the model is built from its
+YAML; the AMP self-check (which would download a model) is never run (CPU trains in FP32,
+CUDA in bf16 where supported, which Ultralytics does not check); plots are off (they
+download fonts); Ultralytics' data-set check, which always looks for a font online, is
+given a local-only font lookup for the duration of the run; and Ultralytics' third-party
+logging integrations (MLflow, DVC, Comet, ClearML, W&B, TensorBoard, Ray Tune, its
+Platform) are removed from the trainer, because :mod:`motops.registry` alone talks to
+MLflow. None of this changes Ultralytics' settings file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from motops.config import AugmentParams, DetectorParams
+from motops.errors import ConfigError, DataFormatError
+from motops.training.augment import TrackingAugment, install_tracking_augment
+
+#: Ultralytics callback modules that send data elsewhere; stripped from the trainer.
+_INTEGRATION_MODULES = tuple(
+    f"ultralytics.utils.callbacks.{name}"
+    for name in ("mlflow", "dvc", "comet", "clearml", "wb", "tensorboard", "raytune", "platform", "hub")
+)
+
+#: Keys of the metrics JSON besides ``history``.
+METRIC_KEYS = ("map50", "map50_95", "precision", "recall")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``"0"`` when CUDA is available, else ``"cpu"``; anything else unchanged.
+
+    Args:
+        device: ``detector.device``: ``auto``, ``cpu``, or CUDA indices (``"0"``, ``"0,1"``).
+    """
+    if device.strip().lower() != "auto":
+        return device.strip()
+    import torch
+
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
+def _precision(device: str) -> bool | str:
+    """Ultralytics ``amp``: never the FP16 mode, whose self-check downloads a model."""
+    if device.lower() in {"cpu", "mps"}:
+        return False
+    import torch
+
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else False
+
+
+def _initial_model(params: DetectorParams) -> str:
+    """The local weights or model YAML to start from; refuses anything that would be downloaded."""
+    if params.weights:
+        path = Path(params.weights)
+        if path.suffix != ".pt":
+            raise ConfigError(f"detector.weights: expected a local .pt file, got {params.weights!r}")
+        if not path.is_file():
+            raise ConfigError(
+                f"detector.weights: {path} does not exist; give a local .pt file (weights are never "
+                f"downloaded) or null to train from detector.model ({params.model})"
+            )
+        return str(path.resolve())
+    if not params.model.endswith((".yaml", ".yml")):
+        raise ConfigError(
+            f"detector.model: expected a model YAML such as 'yolov8n.yaml', got {params.model!r}; "
+            "pretrained weights go in detector.weights as a local .pt file"
+        )
+    return params.model
+
+
+def _make_trainer_class(augment: TrackingAugment) -> type:
+    """A ``DetectionTrainer`` with the tracking augmentations and without logging integrations."""
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    class MotopsDetectionTrainer(DetectionTrainer):
+        tracking_augment = augment
+
+        def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None) -> Any:
+            dataset = super().build_dataset(img_path, mode=mode, batch=batch)
+            if mode == "train":
+                install_tracking_augment(dataset, self.tracking_augment)
+            return dataset
+
+        def run_callbacks(self, event: str) -> None:
+            # The integrations are added inside BaseTrainer.__init__ and run at once; dropping them here,
+            # before any runs, needs no change to Ultralytics' persistent settings.
+            for name, funcs in self.callbacks.items():
+                self.callbacks[name] = [
+                    f for f in funcs if not (getattr(f, "__module__", None) or "").startswith(_INTEGRATION_MODULES)
+                ]
+            super().run_callbacks(event)
+
+    return MotopsDetectionTrainer
+
+
+@contextlib.contextmanager
+def _local_fonts_only() -> Iterator[None]:
+    """Ultralytics' data-set check looks for Arial online whatever YOLO_OFFLINE says; make it local-only."""
+    import ultralytics.data.utils as data_utils
+    from ultralytics.utils import USER_CONFIG_DIR
+
+    def check_font(font: str = "Arial.ttf") -> Path | None:
+        file = USER_CONFIG_DIR / Path(font).name
+        return file if file.exists() else None
+
+    original = data_utils.check_font
+    data_utils.check_font = check_font
+    try:
+        yield
+    finally:
+        data_utils.check_font = original
+
+
+def _count_images(data_yaml: Path) -> dict[str, int]:
+    import yaml
+
+    spec = yaml.safe_load(data_yaml.read_text(encoding="utf-8")) or {}
+    root = Path(spec.get("path") or data_yaml.parent)
+    if not root.is_absolute():
+        root = data_yaml.parent / root
+    counts = {}
+    for side in ("train", "val"):
+        if side not in spec:
+            raise DataFormatError(data_yaml, f"key '{side}' is missing; expected an images folder relative to 'path'")
+        folder = root / spec[side]
+        counts[side] = sum(1 for p in folder.iterdir() if p.is_file()) if folder.is_dir() else 0
+        if counts[side] == 0:
+            raise DataFormatError(data_yaml, f"'{side}' points at {folder}, which holds no images")
+    return counts
+
+
+def _read_history(results_csv: Path) -> list[dict[str, float | int]]:
+    """Per-epoch rows of Ultralytics' ``results.csv`` (keys stripped, values as floats)."""
+    if not results_csv.is_file():
+        return []
+    with open(results_csv, newline="", encoding="utf-8") as f:
+        rows = []
+        for raw in csv.DictReader(f):
+            row = {}
+            for key, value in raw.items():
+                try:
+                    row[key.strip()] = int(value) if key.strip() == "epoch" else float(value)
+                except (TypeError, ValueError):
+                    continue
+            rows.append(row)
+    return rows
+
+
+def _fraction(value: Any) -> float:
+    value = float(value)
+    return min(max(value, 0.0), 1.0) if math.isfinite(value) else 0.0
+
+
+def train_detector(
+    data_yaml: str | Path,
+    params: DetectorParams,
+    augment: AugmentParams,
+    *,
+    out_dir: str | Path,
+    metrics_path: str | Path,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train the detector on a YOLO data set and score it on the val split.
+
+    Starts from ``params.weights`` (a local ``.pt``) when given, else from ``params.model``
+    (a YAML, random weights), with SGD at ``params.lr0`` (Ultralytics' ``optimizer=auto``
+    would replace the configured rate). Ultralytics' run folder lives in a temporary directory;
+    what is kept is copied into ``out_dir``: ``best.pt``, ``results.csv`` and ``args.yaml``.
+    Sets ``YOLO_OFFLINE=1`` in the environment when it is unset.
+
+    Args:
+        data_yaml: ``data.yaml`` written by :func:`motops.data.prepare.build_yolo_dataset`.
+        params: ``detector`` params; ``device="auto"`` picks CUDA device 0 when present.
+        augment: ``prepare.augment``: tracking augmentations applied to training images.
+        out_dir: Folder for ``best.pt`` and the run's records; created if missing.
+        metrics_path: JSON file written with the metrics returned.
+        progress: Keep Ultralytics' per-epoch progress bars and summaries.
+
+    Returns:
+        ``map50``, ``map50_95``, ``precision``, ``recall`` (fractions in [0, 1], from a
+        final validation of ``best.pt`` on the val split), ``epochs`` (run), ``images_train``,
+        ``images_val``, ``seconds`` (wall time), ``device`` and ``history`` (one dict per
+        epoch from Ultralytics' ``results.csv``: ``epoch``, losses, ``metrics/mAP50(B)`` …).
+
+    Raises:
+        ConfigError: the weights file is missing or not a ``.pt``, or the model is not a YAML.
+        DataFormatError: ``data_yaml`` is missing or a split holds no images.
+    """
+    data_yaml = Path(data_yaml)
+    if not data_yaml.is_file():
+        raise DataFormatError(data_yaml, "data set description not found; run the prepare stage first")
+    start = _initial_model(params)
+    images = _count_images(data_yaml)
+    out_dir, metrics_path = Path(out_dir), Path(metrics_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+
+    from ultralytics import YOLO
+
+    device = resolve_device(params.device)
+    trainer_cls = _make_trainer_class(TrackingAugment(augment, seed=params.seed))
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="motops-yolo-") as tmp, _local_fonts_only():
+        model = YOLO(start, task="detect")
+        model.train(
+            trainer=trainer_cls,
+            data=str(data_yaml.resolve()),
+            epochs=params.epochs,
+            batch=params.batch,
+            imgsz=params.imgsz,
+            lr0=params.lr0,
+            optimizer="SGD",  # 'auto' would ignore lr0 and pick its own optimizer and rate
+            patience=params.patience,
+            device=device,
+            workers=params.workers,
+            seed=params.seed,
+            deterministic=True,
+            amp=_precision(device),
+            pretrained=bool(params.weights),
+            plots=False,
+            verbose=progress,
+            project=tmp,
+            name="train",
+            exist_ok=True,
+        )
+        run_dir = Path(model.trainer.save_dir)
+        best = Path(model.trainer.best)
+        if not best.is_file():
+            best = Path(model.trainer.last)
+        shutil.copy2(best, out_dir / "best.pt")
+        for name in ("results.csv", "args.yaml"):
+            if (run_dir / name).is_file():
+                shutil.copy2(run_dir / name, out_dir / name)
+        history = _read_history(run_dir / "results.csv")
+        final = YOLO(str(out_dir / "best.pt"), task="detect")
+        val = final.val(
+            data=str(data_yaml.resolve()),
+            imgsz=params.imgsz,
+            batch=params.batch,
+            device=device,
+            plots=False,
+            verbose=progress,
+            project=tmp,
+            name="val",
+            exist_ok=True,
+        )
+    box = val.box
+    metrics: dict[str, Any] = {
+        "map50": _fraction(box.map50),
+        "map50_95": _fraction(box.map),
+        "precision": _fraction(box.mp),
+        "recall": _fraction(box.mr),
+        "epochs": len(history) or params.epochs,
+        "images_train": images["train"],
+        "images_val": images["val"],
+        "seconds": round(time.perf_counter() - t0, 2),
+        "device": device,
+        "history": history,
+    }
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return metrics
