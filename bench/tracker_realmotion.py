@@ -33,32 +33,10 @@ from motops.data.synthetic import render_sequence, sequence_name
 from motops.evaluation import score
 from motops.evaluation.simulate import simulate_detections
 from motops.tracking import TRACKER_PARAM_NAMES, make_tracker
+from motops.tracking.trackers import DetectionView
 
 ROOT = Path(__file__).resolve().parents[1]
 MOT17_09 = ROOT.parent / "shared" / "data" / "mot17" / "MOT17-09"
-
-
-class _Boxes:
-    """The Boxes-like view Ultralytics' trackers read, over an (N, 6) xyxy array."""
-
-    def __init__(self, dets: np.ndarray) -> None:
-        self.dets = dets
-
-    conf = property(lambda self: self.dets[:, 4])
-    cls = property(lambda self: self.dets[:, 5])
-    xyxy = property(lambda self: self.dets[:, :4])
-
-    @property
-    def xywh(self) -> np.ndarray:
-        d = self.dets
-        w, h = d[:, 2] - d[:, 0], d[:, 3] - d[:, 1]
-        return np.column_stack([d[:, 0] + w / 2, d[:, 1] + h / 2, w, h])
-
-    def __len__(self) -> int:
-        return len(self.dets)
-
-    def __getitem__(self, index) -> _Boxes:
-        return _Boxes(self.dets[index])
 
 
 def _peer(kind: str, fps: float):
@@ -83,7 +61,7 @@ def _run(tracker, dets: dict[int, np.ndarray], length: int, peer: bool) -> tuple
     for frame in range(1, length + 1):
         d = dets.get(frame, empty).astype(np.float32)
         start = time.perf_counter()
-        out = tracker.update(_Boxes(d), None) if peer else tracker.update(d, None)
+        out = tracker.update(DetectionView(d), None) if peer else tracker.update(d, None)
         seconds += time.perf_counter() - start
         out = np.asarray(out, dtype=np.float64).reshape(-1, 8) if len(out) else np.zeros((0, 8))
         for t in out:

@@ -249,29 +249,6 @@ def test_simulate_detections_misses_more_at_low_visibility_and_ignores_non_pedes
 # ----------------------------------------------------------------- trackers on real motion
 
 
-class _UltralyticsDets:
-    """The Results-like object Ultralytics' BYTETracker reads, over an (N, 6) xyxy array."""
-
-    def __init__(self, dets: np.ndarray) -> None:
-        self.dets = dets
-
-    conf = property(lambda self: self.dets[:, 4])
-    cls = property(lambda self: self.dets[:, 5])
-    xyxy = property(lambda self: self.dets[:, :4])
-
-    @property
-    def xywh(self) -> np.ndarray:
-        d = self.dets
-        w, h = d[:, 2] - d[:, 0], d[:, 3] - d[:, 1]
-        return np.column_stack([d[:, 0] + w / 2, d[:, 1] + h / 2, w, h])
-
-    def __len__(self) -> int:
-        return len(self.dets)
-
-    def __getitem__(self, index) -> _UltralyticsDets:
-        return _UltralyticsDets(self.dets[index])
-
-
 def _tracks_table(per_frame: dict[int, np.ndarray]) -> pl.DataFrame:
     """(M, >=6) [x1, y1, x2, y2, id, conf, ...] arrays per frame -> a results table."""
     parts = [
@@ -309,6 +286,7 @@ def test_bytetrack_on_simulated_mot17_09_matches_ultralytics():
     # bytetrack.yaml uses 0.25/0.25 thresholds), so the comparison measures the tracker, not the
     # thresholds. At 30 fps our track_buffer scaling is the identity.
     from motops.tracking import TrackerParams
+    from motops.tracking.trackers import DetectionView
 
     defaults = TrackerParams()
     peer = byte_tracker.BYTETracker(
@@ -323,7 +301,7 @@ def test_bytetrack_on_simulated_mot17_09_matches_ultralytics():
     )
     ours_out = {f: np.asarray(ours.update(d, None), dtype=np.float64).reshape(-1, 8) for f, d in dets.items()}
     peer_out = {
-        f: np.asarray(peer.update(_UltralyticsDets(d)), dtype=np.float64).reshape(-1, 8) for f, d in dets.items()
+        f: np.asarray(peer.update(DetectionView(d)), dtype=np.float64).reshape(-1, 8) for f, d in dets.items()
     }
 
     ours_score = score({"MOT17-09": gt}, {"MOT17-09": _tracks_table(ours_out)}, {"MOT17-09": info}).combined

@@ -17,7 +17,7 @@ is built, so importing this module stays cheap and side-effect free):
 
 What is written here, and why:
 
-* The results-like adapter (:class:`_DetectionView`): Ultralytics expects a ``Boxes``-like
+* The results-like adapter (:class:`DetectionView`): Ultralytics expects a ``Boxes``-like
   object (``.conf``, ``.cls``, ``.xywh``, ``.xyxy``, boolean indexing); we hold a plain array.
 * Appearance: Ultralytics' external encoder path loads a model file by path (``ReID``), which
   would bypass our own ReID backend. Instead BoT-SORT is built in its ``model="auto"`` mode,
@@ -130,7 +130,7 @@ def _suggest(word: str, valid: tuple[str, ...]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-class _DetectionView:
+class DetectionView:
     """The slice of Ultralytics' ``Boxes`` API its trackers read, over a ``(N, 6)`` detection array."""
 
     __slots__ = ("_dets",)
@@ -141,8 +141,8 @@ class _DetectionView:
     def __len__(self) -> int:
         return len(self._dets)
 
-    def __getitem__(self, index: Any) -> _DetectionView:
-        return _DetectionView(self._dets[index])
+    def __getitem__(self, index: Any) -> DetectionView:
+        return DetectionView(self._dets[index])
 
     @property
     def xyxy(self) -> np.ndarray:
@@ -216,7 +216,7 @@ class UltralyticsTracker:
             raise ValueError(f"{self.name}: frame must be a BGR image array (H, W, 3) or None, got {type(frame)}")
         feats = self._embed(frame, dets) if self._reid is not None and frame is not None else None
         img = frame if self.name == "botsort" else None
-        out = self._impl.update(_DetectionView(dets), img, feats=feats)
+        out = self._impl.update(DetectionView(dets), img, feats=feats)
         # See the module docstring: a removed track must not stay matchable for one more frame.
         self._impl.lost_stracks = [t for t in self._impl.lost_stracks if t.state != self._removed]
         if out.size == 0:
