@@ -1,1 +1,2 @@
-"""Training code (ReID losses, samplers and the training loop). The edge runtime never imports it."""
+"""Training code: detector finetuning and its augmentations, ReID losses, samplers and the ReID
+training loop. The edge runtime (:mod:`motops.tracking`) never imports it."""
