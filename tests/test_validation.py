@@ -411,3 +411,13 @@ def test_real_mot17_09_with_a_stricter_outside_bound_names_the_boxes(tmp_path: P
     text = report.summary_text()
     gt = MOT17_09 / "gt" / "gt.txt"
     assert f"{gt}:736 (sequence MOT17-09, frame 467, id 2)" in text
+
+
+def test_probe_image_never_goes_through_ultralytics_image_open(tmp_path: Path) -> None:
+    """Ultralytics patches PIL.Image.open to install a HEIF plugin on unknown files; the probe must not use it."""
+    import ultralytics  # noqa: F401  (applies the patch)
+
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not an image at all")
+    probe = probe_image(junk)
+    assert probe.readable is False and "not a JPEG or PNG" in probe.error

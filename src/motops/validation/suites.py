@@ -52,6 +52,10 @@ _SEQUENCE_TYPED = ("sequence", "path", "length", "width", "height", "frame_files
 
 #: Last bytes of a whole PNG: the empty IEND chunk and its CRC.
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+#: JPEG start-of-image marker (and the first byte of the next segment).
+JPEG_START = b"\xff\xd8\xff"
+#: PNG file signature.
+PNG_START = b"\x89PNG\r\n\x1a\n"
 #: JPEG end-of-image marker.
 JPEG_END = b"\xff\xd9"
 #: Bytes read from the end of an image to find its end marker.
@@ -192,9 +196,12 @@ class ImageProbe:
 def probe_image(path: str | Path) -> ImageProbe:
     """Check an image without decoding its pixels.
 
-    PIL reads the header for the size; the file's last bytes must hold the
-    format's end marker (JPEG ``FF D9``, PNG ``IEND``), which a truncated copy
-    lacks. Other formats are checked by their header only.
+    The format is sniffed from the first bytes and only JPEG and PNG are accepted (what
+    MOTChallenge, CVAT and VisDrone frames are). The header is parsed by Pillow's JPEG/PNG
+    plugin classes directly rather than ``PIL.Image.open``: Ultralytics, once imported,
+    replaces ``Image.open`` with a version that tries to install a HEIF plugin at run time
+    when a file is not identified. The file's last bytes must hold the format's end marker
+    (JPEG ``FF D9``, PNG ``IEND``), which a truncated copy lacks.
 
     Args:
         path: The image file.
@@ -202,19 +209,25 @@ def probe_image(path: str | Path) -> ImageProbe:
     Returns:
         The :class:`ImageProbe`.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import JpegImagePlugin, PngImagePlugin
 
     path = Path(path)
     if not path.is_file():
         return ImageProbe(False, None, None, None, "file not found")
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            fmt = image.format
         with path.open("rb") as handle:
+            head = handle.read(8)
             handle.seek(max(0, path.stat().st_size - _TAIL_BYTES))
             tail = handle.read()
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        if head.startswith(JPEG_START):
+            fmt, plugin = "JPEG", JpegImagePlugin.JpegImageFile
+        elif head.startswith(PNG_START):
+            fmt, plugin = "PNG", PngImagePlugin.PngImageFile
+        else:
+            return ImageProbe(True, False, None, None, f"not a JPEG or PNG image (starts with {head[:4].hex()})")
+        with plugin(str(path)) as image:
+            width, height = image.size
+    except (OSError, SyntaxError, ValueError) as exc:  # Pillow reports a bad header as SyntaxError
         return ImageProbe(True, False, None, None, f"cannot read header: {exc}")
     if fmt == "JPEG" and not tail.rstrip(b"\x00\r\n ").endswith(JPEG_END):
         return ImageProbe(True, False, width, height, "truncated: no JPEG end marker FF D9")
