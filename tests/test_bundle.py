@@ -478,3 +478,35 @@ def test_tensorrt_fp16_plan_matches_onnxruntime(models: Models, tmp_path: Path) 
     out = _write(models, tmp_path / "engine", files=files, backends={**CPU_BACKENDS, "tensorrt": entry})
     engine = load_bundle(out, backend="tensorrt")
     assert engine.detector.backend == "tensorrt" and engine.detector(frame).shape[1] == 6
+
+
+def test_cli_bundle_verify_and_track_with_engine(bundle: Path, tmp_path: Path) -> None:
+    """`motops bundle verify` names an altered file; `motops track --engine` runs the bundle on footage."""
+    from typer.testing import CliRunner
+
+    from motops.cli import app
+    from motops.config import SyntheticParams
+    from motops.data.synthetic import synthesize
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["bundle", "verify", str(bundle)])
+    assert ok.exit_code == 0, ok.output
+
+    seq = synthesize(tmp_path / "s", SyntheticParams(sequences=1, frames=6, width=320, height=192), progress=False)[0]
+    out = tmp_path / "run"
+    tracked = runner.invoke(app, ["track", str(seq), "--engine", str(bundle), "--out", str(out), "--no-video",
+                                  "-p", str(tmp_path / "missing-params.yaml")])
+    assert tracked.exit_code == 2 and "missing-params.yaml" in tracked.output  # a bad params path is named
+    tracked = runner.invoke(app, ["track", str(seq), "--engine", str(bundle), "--out", str(out), "--no-video"])
+    assert tracked.exit_code == 0, tracked.output
+    assert (out / "summary.json").is_file() and (out / "tracks.txt").is_file()
+
+    target = bundle / "reid.onnx"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    bad = runner.invoke(app, ["bundle", "verify", str(bundle)])
+    assert bad.exit_code == 1
+    assert "reid.onnx" in bad.output
+    refused = runner.invoke(app, ["track", str(seq), "--engine", str(bundle), "--out", str(tmp_path / "r2")])
+    assert refused.exit_code == 2 and "reid.onnx" in refused.output

@@ -153,7 +153,12 @@ def validate(
 @app.command()
 def track(
     source: Annotated[str, typer.Argument(help="A video file, a folder of frames (MOTChallenge img1/), or a URL.")],
-    detector: Annotated[Path, typer.Option(help="Detector model: YOLO .pt, .onnx or a TensorRT .engine.")],
+    engine: Annotated[
+        Path | None, typer.Option(help="An engine bundle folder (models, tracker.yaml, manifest.json); verified first.")
+    ] = None,
+    detector: Annotated[
+        Path | None, typer.Option(help="Without --engine: a detector model (YOLO .pt, .onnx, TensorRT .engine).")
+    ] = None,
     reid: Annotated[Path | None, typer.Option(help="ReID model (.onnx, TorchScript); omitted: motion only.")] = None,
     out: Annotated[Path, typer.Option(help="Output folder: tracks.txt, annotated.mp4, summary.json.")] = Path(
         "runs/track"
@@ -183,20 +188,24 @@ def track(
                     if v is not None}
         )
         settings = type(settings).model_validate(settings.model_dump())  # refuse bad CLI values like params
-        det = load_detector(detector, backend=settings.backend, imgsz=imgsz)
-        emb = load_reid(reid, backend=settings.backend) if reid is not None and settings.with_reid else None
-        summary = track_source(
-            source,
-            detector=det,
-            reid=emb,
-            tracker=settings.tracker,
-            tracker_params=tracker_params_from(settings),
-            detect_every=settings.detect_every,
-            flow=settings.flow,
-            out_dir=out,
-            write_video=video,
-            max_frames=max_frames,
-        )
+        if (engine is None) == (detector is None):
+            raise ConfigError("give exactly one of --engine DIR (a bundle) or --detector MODEL")
+        if engine is not None:
+            from motops.export.bundle import load_bundle
+
+            run = load_bundle(engine, backend=settings.backend).track_kwargs()
+            if detect_every is not None:
+                run["detect_every"] = settings.detect_every
+        else:
+            run = {
+                "detector": load_detector(detector, backend=settings.backend, imgsz=imgsz),
+                "reid": load_reid(reid, backend=settings.backend) if reid is not None and settings.with_reid else None,
+                "tracker": settings.tracker,
+                "tracker_params": tracker_params_from(settings),
+                "detect_every": settings.detect_every,
+                "flow": settings.flow,
+            }
+        summary = track_source(source, out_dir=out, write_video=video, max_frames=max_frames, **run)
     except (MotopsError, FileNotFoundError) as exc:
         raise _fail(exc, 2) from None
     except ValueError as exc:  # pydantic's ValidationError included
@@ -204,6 +213,30 @@ def track(
     latency = {k: round(v["p50"], 2) for k, v in summary["latency_ms"].items() if isinstance(v, dict) and "p50" in v}
     typer.echo(json.dumps({"frames": summary["frames"], "fps": round(summary["fps"], 2), "p50_ms": latency,
                            "out": str(out)}, indent=2))
+
+
+bundle_app = typer.Typer(help="Engine bundles: the folder that is registered, tracked with and shipped.",
+                         no_args_is_help=True)
+app.add_typer(bundle_app, name="bundle")
+
+
+@bundle_app.command("verify")
+def bundle_verify(
+    path: Annotated[Path, typer.Argument(help="The bundle folder (holds manifest.json).")],
+) -> None:
+    """Check every file of a bundle against its manifest (sha256, size, nothing extra); exit 1 naming bad files."""
+    from motops.export.bundle import verify_bundle
+
+    try:
+        report = verify_bundle(path)
+    except MotopsError as exc:
+        raise _fail(exc, 2) from None
+    if not report.ok:
+        typer.secho(f"bundle {path} FAILED verification:", fg=typer.colors.RED, err=True)
+        for problem in report.problems:
+            typer.secho(f"  {problem.file}: {problem.message}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"bundle {path}: {len(report.checked)} files verified")
 
 
 @app.command("params")
