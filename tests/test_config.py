@@ -20,7 +20,7 @@ def test_repository_params_load_and_match_documented_defaults():
     assert params.data.uses_synthetic
     # every stage of the architecture has its section
     for section in ("data", "validation", "prepare", "detector", "reid", "export", "track", "evaluate",
-                    "gates", "registry", "fleet"):
+                    "gates", "registry", "fleet", "orchestration"):
         assert section in Params.model_fields
 
 

@@ -300,6 +300,18 @@ class FleetParams(_Section):
     poll_interval_s: Annotated[float, Field(gt=0)] = 300.0
 
 
+class OrchestrationParams(_Section):
+    """How the Prefect flows run the DVC stages (one Prefect task per stage)."""
+
+    retries: Annotated[int, Field(ge=0, le=10)] = Field(
+        default=1, description="Retries of a failed stage task (a bad-data failure fails again, quickly)."
+    )
+    retry_delay_s: Annotated[float, Field(ge=0)] = Field(default=30.0, description="Seconds between retries.")
+    stage_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=7200.0, description="A stage task running longer is stopped and counts as failed."
+    )
+
+
 class Params(_Section):
     """All of ``params.yaml``."""
 
@@ -314,6 +326,7 @@ class Params(_Section):
     gates: GatesParams = GatesParams()
     registry: RegistryParams = RegistryParams()
     fleet: FleetParams = FleetParams()
+    orchestration: OrchestrationParams = OrchestrationParams()
 
 
 # ------------------------------------------------------------------------ loading

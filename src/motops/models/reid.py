@@ -81,6 +81,9 @@ class ReIDNet(nn.Module):
         eval mode -> ``(B, D)`` with unit L2 norm.
     """
 
+    #: It takes BGR pixels in 0..255 and normalises inside (read by the runtime's ReID backend).
+    takes_bgr_pixels = True
+
     def __init__(self, embedding_dim: int = 256, num_classes: int | None = None) -> None:
         super().__init__()
         if embedding_dim < 1:

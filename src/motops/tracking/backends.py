@@ -104,6 +104,10 @@ class ModelFormatError(DataFormatError):
 # --------------------------------------------------------------------------- shared helpers
 
 
+
+#: Prefix of motops' own ONNX metadata keys (see :mod:`motops.export.onnx_export`).
+ONNX_META_PREFIX = "motops."
+
 def _check_choice(value: str, valid: Sequence[str], what: str) -> None:
     if value not in valid:
         close = difflib.get_close_matches(str(value), list(valid), n=1)
@@ -681,11 +685,13 @@ class ReID:
         mean: Sequence[float],
         std: Sequence[float],
         max_batch: int,
+        raw_bgr: bool = False,
     ) -> None:
         self.source = source
         self.input_size = input_size
         self.device = device
         self.max_batch = max_batch
+        self.raw_bgr = raw_bgr
         self._mean = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
         self._std = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
         self.dim = self._probe()
@@ -702,6 +708,8 @@ class ReID:
         y2 = np.maximum(np.clip(np.ceil(xyxy[:, 3]), 0, h).astype(int), y1 + 1)
         for i in range(len(boxes)):
             crops[i] = cv2.resize(frame[y1[i] : y2[i], x1[i] : x2[i]], (out_w, out_h), interpolation=cv2.INTER_LINEAR)
+        if self.raw_bgr:  # the network normalises inside (our ReIDNet): BGR pixels 0..255 as they are
+            return np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32)
         batch = crops[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
         return np.ascontiguousarray((batch - self._mean) / self._std, dtype=np.float32)
 
@@ -858,6 +866,7 @@ def load_reid(
     std: Sequence[float] = IMAGENET_STD,
     intra_op_num_threads: int = 0,
     max_batch: int = REID_MAX_BATCH,
+    raw_bgr: bool | None = None,
 ) -> ReID:
     """Load an appearance (ReID) model mapping ``(B, 3, H, W)`` crops to ``(B, D)`` embeddings.
 
@@ -875,6 +884,10 @@ def load_reid(
         intra_op_num_threads: ONNX Runtime threads per operator (``0``: automatic).
         max_batch: Crops per forward pass at most. Raising it is faster on a GPU in crowds and
             needs more memory.
+        raw_bgr: Feed BGR pixels 0..255 as they are (``mean``/``std`` unused), for networks that
+            normalise inside. ``None``: from the model — an ONNX file's ``motops.normalized_inside``
+            metadata (written by :func:`motops.export.onnx_export.export_reid`), a module's
+            ``takes_bgr_pixels`` attribute — else False.
 
     Returns:
         A :class:`ReID`: ``reid(frame_bgr, boxes (N, 4)) -> (N, D)`` float32, rows of norm 1
@@ -897,7 +910,8 @@ def load_reid(
         if backend not in ("auto", "torch") or not callable(getattr(model, "eval", None)):
             raise ValueError(f"load_reid: got a {type(model).__name__}; expected a model path or a torch.nn.Module")
         size = _reid_size(input_size, (None, None), Path("<module>"))
-        return TorchReID(model, "<module>", input_size=size, device=_torch_device(device), **common)
+        raw = bool(getattr(model, "takes_bgr_pixels", False)) if raw_bgr is None else raw_bgr
+        return TorchReID(model, "<module>", input_size=size, device=_torch_device(device), raw_bgr=raw, **common)
     path = _existing_file(model, "ReID model")
     suffix = path.suffix.lower()
     chosen = REID_SUFFIXES.get(suffix) if backend == "auto" else backend
@@ -915,8 +929,12 @@ def load_reid(
             raise ModelFormatError(path, f"input shape {shape}; expected crops (B, 3, H, W)")
         size = _reid_size(input_size, (_static_dim(shape[2]), _static_dim(shape[3])), path)
         where = "cuda" if "CUDAExecutionProvider" in session.get_providers() else "cpu"
-        return OrtReID(session, str(path), input_size=size, device=where, **common)
+        if raw_bgr is None:
+            meta = session.get_modelmeta().custom_metadata_map
+            raw_bgr = meta.get(f"{ONNX_META_PREFIX}normalized_inside", "false").lower() == "true"
+        return OrtReID(session, str(path), input_size=size, device=where, raw_bgr=raw_bgr, **common)
     net = _torch_reid_module(path, module)
     size = _reid_size(input_size, (None, None), path)
-    return TorchReID(net, str(path), input_size=size, device=_torch_device(device), **common)
+    raw = bool(getattr(net, "takes_bgr_pixels", False)) if raw_bgr is None else raw_bgr
+    return TorchReID(net, str(path), input_size=size, device=_torch_device(device), raw_bgr=raw, **common)
 

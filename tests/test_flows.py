@@ -1,0 +1,56 @@
+"""The Prefect `pipeline` flow runs the DVC stages as tasks, under Prefect's test harness."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _load_flow():
+    spec = importlib.util.spec_from_file_location("motops_flows_pipeline", ROOT / "flows" / "pipeline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_flow_runs_every_stage_in_order_then_skips_them(project, harness):
+    flows = _load_flow()
+    assert flows.stage_order(project) == ["synthesize", "ingest", "validate"]
+
+    first = flows.pipeline(repo_dir=str(project))
+    assert first == {"synthesize": True, "ingest": True, "validate": True}
+    assert (project / "reports/validation/summary.json").is_file()
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"synthesize", "ingest", "validate"}
+
+    again = flows.pipeline(repo_dir=str(project))
+    assert again == {"synthesize": False, "ingest": False, "validate": False}
+
+
+def test_flow_fails_at_validate_on_bad_data_and_records_nothing(project, harness):
+    from prefect.states import State
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["orchestration"]["retries"] = 0
+    params["validation"]["classes"] = [2]  # the synthetic pedestrians (class 1) become an unknown class
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    flows = _load_flow()
+    state = flows.pipeline(repo_dir=str(project), return_state=True)
+    assert isinstance(state, State) and state.is_failed()
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert "validate" not in lock["stages"]  # ingest ran; nothing after the failed check was recorded
