@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import scene, tiny_yolo
 
 from motops.tracking.backends import (
     BackendUnavailable,
@@ -30,17 +30,6 @@ from motops.tracking.matching import iou_matrix, linear_assignment
 
 IMGSZ = 160
 CONF = 0.15
-
-
-def _scene(seed: int = 0, shape: tuple[int, int] = (192, 320)) -> np.ndarray:
-    """A non-square frame (so the letterbox pads) with coloured blocks on grey."""
-    rng = np.random.default_rng(seed)
-    frame = np.full((*shape, 3), 90, np.uint8)
-    for _ in range(14):
-        x, y = int(rng.integers(0, shape[1] - 20)), int(rng.integers(0, shape[0] - 20))
-        w, h = int(rng.integers(10, 60)), int(rng.integers(20, 90))
-        cv2.rectangle(frame, (x, y), (x + w, y + h), tuple(int(c) for c in rng.integers(0, 255, 3)), -1)
-    return frame
 
 
 def _match(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -61,24 +50,7 @@ def yolo_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
     assert os.environ.get("YOLO_OFFLINE") == "1"
     folder = tmp_path_factory.mktemp("yolo")
-    torch.manual_seed(0)
-    model = YOLO("yolov8n.yaml")
-    net = model.model
-    head = net.model[-1]
-    for seq in (*head.cv2, *head.cv3):
-        torch.nn.init.normal_(seq[-1].weight, 0.0, 0.05)
-    for seq in head.cv3:
-        torch.nn.init.constant_(seq[-1].bias, -2.0)
-    for module in net.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = 1.0  # one training-mode pass sets the running statistics
-    net.train()
-    batch = np.concatenate([to_blob(letterbox(_scene(seed), (IMGSZ, IMGSZ))[0]) for seed in range(4)])
-    with torch.no_grad():
-        net(torch.from_numpy(batch))
-    net.eval()
-    pt = folder / "det.pt"
-    model.save(pt)
+    pt = tiny_yolo(folder, IMGSZ)
     onnx_path = YOLO(str(pt)).export(format="onnx", imgsz=IMGSZ, opset=17, simplify=False, verbose=False)
     assert Path(onnx_path) == folder / "det.onnx"
     return pt, Path(onnx_path)
@@ -90,7 +62,7 @@ def test_detector_torch_and_onnxruntime_agree(yolo_files: tuple[Path, Path]) -> 
     ort_det = load_detector(onnx_path, conf=CONF, classes=None, intra_op_num_threads=1)
     assert isinstance(torch_det, TorchDetector) and isinstance(ort_det, OrtDetector)
     assert ort_det.imgsz == (IMGSZ, IMGSZ)
-    frame = _scene(0)
+    frame = scene(0)
 
     # Raw head: the same letterboxed blob through the fused torch net and through ONNX Runtime.
     img, _ = letterbox(frame, (IMGSZ, IMGSZ))
@@ -117,11 +89,11 @@ def test_detector_torch_and_onnxruntime_agree(yolo_files: tuple[Path, Path]) -> 
 
 def test_detector_class_filter_and_empty_frame(yolo_files: tuple[Path, Path]) -> None:
     _, onnx_path = yolo_files
-    everything = load_detector(onnx_path, conf=CONF, classes=None)(_scene(0))
+    everything = load_detector(onnx_path, conf=CONF, classes=None)(scene(0))
     cls = int(everything[0, 5])
-    only = load_detector(onnx_path, conf=CONF, classes=(cls,))(_scene(0))
+    only = load_detector(onnx_path, conf=CONF, classes=(cls,))(scene(0))
     assert len(only) and (only[:, 5] == cls).all()
-    none = load_detector(onnx_path, conf=1.0, classes=None)(_scene(0))
+    none = load_detector(onnx_path, conf=1.0, classes=None)(scene(0))
     assert none.shape == (0, 6) and none.dtype == np.float32
 
 
@@ -169,7 +141,7 @@ BOXES = np.array([[10, 20, 60, 150], [100, 5, 140, 90], [-5, -5, 30, 40], [300, 
 
 def test_reid_torch_and_onnxruntime_agree(reid_files: tuple[TinyReID, Path]) -> None:
     net, path = reid_files
-    frame = _scene(2)
+    frame = scene(2)
     ort_reid = load_reid(path, intra_op_num_threads=1)
     torch_reid = load_reid(net, device="cpu")
     assert ort_reid.backend == "onnxruntime" and torch_reid.backend == "torch"
@@ -186,7 +158,7 @@ def test_reid_torch_and_onnxruntime_agree(reid_files: tuple[TinyReID, Path]) -> 
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_reid_empty_boxes_and_torchscript(reid_files: tuple[TinyReID, Path], tmp_path: Path) -> None:
     net, path = reid_files
-    frame = _scene(2)
+    frame = scene(2)
     ort_reid = load_reid(path)
     empty = ort_reid(frame, np.zeros((0, 4), np.float32))
     assert empty.shape == (0, 32) and empty.dtype == np.float32
@@ -210,7 +182,7 @@ def test_reid_int8_qdq_runs(reid_files: tuple[TinyReID, Path], tmp_path: Path) -
 
     _, path = reid_files
     fp32 = load_reid(path)
-    frame = _scene(3)
+    frame = scene(3)
     crops = fp32.preprocess(frame, BOXES)
 
     class Reader(CalibrationDataReader):
@@ -303,7 +275,7 @@ def test_tensorrt_matches_onnxruntime(yolo_files: tuple[Path, Path], tmp_path: P
     trt_det = load_detector(engine_path, conf=CONF, classes=None)
     ort_det = load_detector(onnx_path, conf=CONF, classes=None)
     assert trt_det.backend == "tensorrt"
-    frame = _scene(0)
+    frame = scene(0)
     assert np.abs(trt_det.raw(frame) - ort_det.raw(frame)).max() < 1e-2
     a, b = trt_det(frame), ort_det(frame)
     matches, ious = _match(a, b)

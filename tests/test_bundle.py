@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import scene, tiny_yolo
 
 from motops.export import bundle as bundle_mod
 from motops.export.bundle import (
@@ -41,22 +42,11 @@ from motops.export.tensorrt import (
     plan_name,
     tensorrt_status,
 )
-from motops.tracking.backends import BackendUnavailable, letterbox, load_detector, to_blob
+from motops.tracking.backends import BackendUnavailable, load_detector
 
 IMGSZ = 160
 CONF = 0.15
 HAS_CUDA = torch.cuda.is_available()
-
-
-def _scene(seed: int = 0, shape: tuple[int, int] = (192, 320)) -> np.ndarray:
-    """A non-square frame with coloured blocks on grey."""
-    rng = np.random.default_rng(seed)
-    frame = np.full((*shape, 3), 90, np.uint8)
-    for _ in range(14):
-        x, y = int(rng.integers(0, shape[1] - 20)), int(rng.integers(0, shape[0] - 20))
-        w, h = int(rng.integers(10, 60)), int(rng.integers(20, 90))
-        cv2.rectangle(frame, (x, y), (x + w, y + h), tuple(int(c) for c in rng.integers(0, 255, 3)), -1)
-    return frame
 
 
 @dataclass(frozen=True)
@@ -89,24 +79,7 @@ def _tiny_detector(folder: Path) -> Path:
     from ultralytics import YOLO
 
     assert os.environ.get("YOLO_OFFLINE") == "1"
-    torch.manual_seed(0)
-    model = YOLO("yolov8n.yaml")
-    net = model.model
-    head = net.model[-1]
-    for seq in (*head.cv2, *head.cv3):
-        torch.nn.init.normal_(seq[-1].weight, 0.0, 0.05)
-    for seq in head.cv3:
-        torch.nn.init.constant_(seq[-1].bias, -2.0)
-    for module in net.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = 1.0  # one training-mode pass sets the running statistics
-    net.train()
-    batch = np.concatenate([to_blob(letterbox(_scene(seed), (IMGSZ, IMGSZ))[0]) for seed in range(4)])
-    with torch.no_grad():
-        net(torch.from_numpy(batch))
-    net.eval()
-    pt = folder / "det.pt"
-    model.save(pt)
+    pt = tiny_yolo(folder, IMGSZ)
     return Path(YOLO(str(pt)).export(format="onnx", imgsz=IMGSZ, opset=17, simplify=False, verbose=False))
 
 
@@ -348,7 +321,7 @@ def test_load_bundle_onnxruntime_runs_a_frame(bundle: Path, tmp_path: Path) -> N
     assert engine.imgsz == (IMGSZ, IMGSZ) and engine.tracker_params["track_high_thresh"] == 0.4
     assert engine.detector.conf == 0.1 and engine.detector.classes is None
     assert engine.class_names[3] == "class3"
-    frame = _scene(1)
+    frame = scene(1)
     dets = engine.detector(frame)
     assert dets.dtype == np.float32 and dets.ndim == 2 and dets.shape[1] == 6 and len(dets) >= 3
     emb = engine.reid(frame, dets[:, :4])
@@ -358,7 +331,7 @@ def test_load_bundle_onnxruntime_runs_a_frame(bundle: Path, tmp_path: Path) -> N
     frames = tmp_path / "frames"
     frames.mkdir()
     for i in range(4):
-        cv2.imwrite(str(frames / f"{i + 1:06d}.jpg"), _scene(1))
+        cv2.imwrite(str(frames / f"{i + 1:06d}.jpg"), scene(1))
     summary = engine.track(frames, out_dir=tmp_path / "out", write_video=False, progress=False)
     assert summary["frames"] == 4 and summary["detector_calls"] == 2 and summary["tracker"] == "botsort"
 
@@ -464,7 +437,7 @@ def test_tensorrt_fp16_plan_matches_onnxruntime(models: Models, tmp_path: Path) 
     assert timing.stat().st_size > 0
     assert find_plan(plans.parent, "detector", "fp16") == plan
 
-    frame = _scene(1)
+    frame = scene(1)
     ort = load_detector(models.detector, backend="onnxruntime", conf=CONF, classes=None, device="cpu")(frame)
     trt = load_detector(plan, backend="tensorrt", conf=CONF, classes=None)(frame)
     assert len(ort) >= 3 and abs(len(trt) - len(ort)) <= max(2, len(ort) // 10)

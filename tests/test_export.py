@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 import polars as pl
 import pytest
 import torch
+from helpers import scene, tiny_yolo
 from onnx import numpy_helper
 
 from motops.config import SyntheticParams
@@ -37,22 +37,11 @@ from motops.export import (
 )
 from motops.export.onnx_export import ort_embed
 from motops.models.reid import ReIDNet, reid_meta, save_reid
-from motops.tracking.backends import letterbox, ort_session, to_blob
+from motops.tracking.backends import ort_session
 from motops.training.reid import load_crops
 
 IMGSZ = 160
 CROP_H, CROP_W = 64, 32
-
-
-def _scene(seed: int = 0, shape: tuple[int, int] = (192, 320)) -> np.ndarray:
-    """A non-square frame (so the letterbox pads) with coloured blocks on grey."""
-    rng = np.random.default_rng(seed)
-    frame = np.full((*shape, 3), 90, np.uint8)
-    for _ in range(14):
-        x, y = int(rng.integers(0, shape[1] - 20)), int(rng.integers(0, shape[0] - 20))
-        w, h = int(rng.integers(10, 60)), int(rng.integers(20, 90))
-        cv2.rectangle(frame, (x, y), (x + w, y + h), tuple(int(c) for c in rng.integers(0, 255, 3)), -1)
-    return frame
 
 
 def _perturb(src: Path, dst: Path, node_part: str, scale: float) -> Path:
@@ -72,28 +61,10 @@ def _perturb(src: Path, dst: Path, node_part: str, scale: float) -> Path:
 @pytest.fixture(scope="module")
 def detector_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """``det.pt`` (YOLOv8n, head re-initialised) and its export through :func:`export_detector`."""
-    from ultralytics import YOLO
 
     assert os.environ.get("YOLO_OFFLINE") == "1"
     folder = tmp_path_factory.mktemp("det")
-    torch.manual_seed(0)
-    model = YOLO("yolov8n.yaml")
-    net = model.model
-    head = net.model[-1]
-    for seq in (*head.cv2, *head.cv3):
-        torch.nn.init.normal_(seq[-1].weight, 0.0, 0.05)
-    for seq in head.cv3:
-        torch.nn.init.constant_(seq[-1].bias, -2.0)
-    for module in net.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = 1.0  # one training-mode pass sets the running statistics
-    net.train()
-    batch = np.concatenate([to_blob(letterbox(_scene(seed), (IMGSZ, IMGSZ))[0]) for seed in range(4)])
-    with torch.no_grad():
-        net(torch.from_numpy(batch))
-    net.eval()
-    pt = folder / "det.pt"
-    model.save(pt)
+    pt = tiny_yolo(folder, IMGSZ)
     out = export_detector(
         pt, folder / "export" / "detector.onnx", imgsz=IMGSZ, opset=17, dynamic_batch=True, simplify=True
     )
@@ -201,7 +172,7 @@ def test_detector_export_parity(detector_files: tuple[Path, Path]) -> None:
     onnx.checker.check_model(str(onnx_path))
     assert "names" in read_onnx_metadata(onnx_path), "Ultralytics' metadata should survive the export"
 
-    report = check_parity(detector_parity(pt, onnx_path, [_scene(0), _scene(1)], imgsz=IMGSZ))
+    report = check_parity(detector_parity(pt, onnx_path, [scene(0), scene(1)], imgsz=IMGSZ))
     assert report["boxes_reference"] >= 10, "the test model should give a few dozen boxes"
     assert report["matched_fraction"] >= 0.95
     assert report["min_iou"] >= 0.95 and report["max_score_diff"] <= 0.01
@@ -211,7 +182,7 @@ def test_detector_export_parity(detector_files: tuple[Path, Path]) -> None:
 def test_broken_detector_export_fails_parity(detector_files: tuple[Path, Path], tmp_path: Path) -> None:
     pt, onnx_path = detector_files
     broken = _perturb(onnx_path, tmp_path / "broken_det.onnx", "model.22/cv3.0/cv3.0.2", 1.5)
-    report = detector_parity(pt, broken, [_scene(0), _scene(1)], imgsz=IMGSZ)
+    report = detector_parity(pt, broken, [scene(0), scene(1)], imgsz=IMGSZ)
     assert not report["passed"] and report["max_raw_score_diff"] > 0.01
     with pytest.raises(ParityError, match=r"broken_det\.onnx.*det\.pt.*frame [01]"):
         check_parity(report)

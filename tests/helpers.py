@@ -1,0 +1,54 @@
+"""Small models and frames the tests build for themselves (no weights are ever downloaded)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def scene(seed: int = 0, shape: tuple[int, int] = (192, 320)) -> np.ndarray:
+    """A non-square BGR frame (so the letterbox pads) with coloured blocks on grey."""
+    rng = np.random.default_rng(seed)
+    frame = np.full((*shape, 3), 90, np.uint8)
+    for _ in range(14):
+        x, y = int(rng.integers(0, shape[1] - 20)), int(rng.integers(0, shape[0] - 20))
+        w, h = int(rng.integers(10, 60)), int(rng.integers(20, 90))
+        cv2.rectangle(frame, (x, y), (x + w, y + h), tuple(int(c) for c in rng.integers(0, 255, 3)), -1)
+    return frame
+
+
+def tiny_yolo(folder: Path, imgsz: int) -> Path:
+    """A YOLOv8n from the model YAML, saved as ``folder/det.pt``, whose scores are not saturated.
+
+    Random weights give nearly constant, saturated class scores, which makes box comparisons
+    meaningless: the head's last layers are re-initialised (small weights, a negative class
+    bias) and the batch-norm statistics are set from four synthetic frames.
+    """
+    import torch
+    from ultralytics import YOLO
+
+    from motops.tracking.backends import letterbox, to_blob
+
+    assert os.environ.get("YOLO_OFFLINE") == "1"
+    torch.manual_seed(0)
+    model = YOLO("yolov8n.yaml")
+    net = model.model
+    head = net.model[-1]
+    for seq in (*head.cv2, *head.cv3):
+        torch.nn.init.normal_(seq[-1].weight, 0.0, 0.05)
+    for seq in head.cv3:
+        torch.nn.init.constant_(seq[-1].bias, -2.0)
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = 1.0  # one training-mode pass sets the running statistics
+    net.train()
+    batch = np.concatenate([to_blob(letterbox(scene(seed), (imgsz, imgsz))[0]) for seed in range(4)])
+    with torch.no_grad():
+        net(torch.from_numpy(batch))
+    net.eval()
+    pt = folder / "det.pt"
+    model.save(pt)
+    return pt
