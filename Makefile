@@ -22,7 +22,7 @@ setup: $(STAMP)
 
 pipeline: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc metrics show
+	$(BIN)/motops report
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

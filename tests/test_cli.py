@@ -18,8 +18,9 @@ runner = CliRunner()
 def test_every_subcommand_has_help():
     top = runner.invoke(app, ["--help"])
     assert top.exit_code == 0
-    commands = [name for name in ("synth", "ingest", "validate", "track", "params") if name in top.output]
-    assert commands == ["synth", "ingest", "validate", "track", "params"]
+    names = ["synth", "ingest", "validate", "track", "report", "params"]
+    commands = [name for name in names if name in top.output]
+    assert commands == names
     for name in commands:
         result = runner.invoke(app, [name, "--help"])
         assert result.exit_code == 0, result.output
@@ -114,3 +115,9 @@ def test_track_a_synthetic_video_end_to_end(tmp_path):
     assert (out / "tracks.txt").exists()
     cap = cv2.VideoCapture(str(out / "annotated.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+
+
+def test_report_without_a_run_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["report"])
+    assert result.exit_code == 1 and "make pipeline" in result.output

@@ -19,6 +19,8 @@ def test_repro_validate_then_push_pull_and_no_op_rerun(project, sh):
     assert (project / "reports/validation/data_docs/index.html").is_file()
     metrics = sh(["dvc", "metrics", "show", "--json"], project).stdout
     assert "success" in metrics
+    report = sh([sys.executable, "-m", "motops.cli", "report"], project).stdout
+    assert "2 sequences" in report and "validation:  passed" in report and "data_docs/index.html" in report
 
     again = sh(["dvc", "repro", "validate"], project)
     assert "didn't change" in again.stdout or "is cached" in again.stdout or "up to date" in again.stdout.lower()

@@ -239,6 +239,35 @@ def bundle_verify(
     typer.echo(f"bundle {path}: {len(report.checked)} files verified")
 
 
+@app.command()
+def report(params_file: ParamsOption = Path("params.yaml"), overrides: SetOption = None) -> None:
+    """Summarise what the last pipeline run produced and say where to look."""
+    import json
+
+    try:
+        params = _params(params_file, overrides)
+    except MotopsError as exc:
+        raise _fail(exc, 2) from None
+    summary_path = Path(params.validation.report_dir) / "summary.json"
+    if not summary_path.is_file():
+        typer.secho(f"no pipeline results yet ({summary_path} is missing): run `make pipeline`", err=True)
+        raise typer.Exit(1)
+    summary = json.loads(summary_path.read_text())
+    stats, rows = summary["statistics"], summary["rows"]
+    verdict = "passed" if summary["success"] else "FAILED"
+    sources = ", ".join(_sources(params))
+    typer.echo(f"data:        {rows['sequences']} sequences, {rows['annotations']} boxes ({sources})")
+    typer.echo(f"validation:  {verdict}: {stats['successful']}/{stats['evaluated']} expectations met")
+    typer.echo("where to look:")
+    typer.echo(f"  {summary['data_docs']}   Great Expectations data docs (open in a browser)")
+    typer.echo(f"  {summary_path}   validation summary (also: dvc metrics show)")
+    typer.echo(f"  {params.data.sequences_dir}/   the normalized footage (MOTChallenge layout)")
+
+
+def _sources(params: Params) -> list[str]:
+    return [s if isinstance(s, str) else f"{s.format}:{s.path}" for s in params.data.sources]
+
+
 @app.command("params")
 def show_params(params_file: ParamsOption = Path("params.yaml"), overrides: SetOption = None) -> None:
     """Check the params file and print every key with its effective value."""
