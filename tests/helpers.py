@@ -52,3 +52,45 @@ def tiny_yolo(folder: Path, imgsz: int) -> Path:
     pt = folder / "det.pt"
     model.save(pt)
     return pt
+
+
+def tiny_reid_net():
+    """A ``(B, 3, H, W) -> (B, 32)`` appearance net, small enough to run in milliseconds (seeded)."""
+    import torch
+
+    class TinyReID(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = torch.nn.Sequential(
+                torch.nn.Conv2d(3, 8, 3, stride=2, padding=1),
+                torch.nn.BatchNorm2d(8),
+                torch.nn.ReLU(),
+                torch.nn.Conv2d(8, 16, 3, stride=2, padding=1),
+                torch.nn.ReLU(),
+                torch.nn.AdaptiveAvgPool2d(1),
+                torch.nn.Flatten(),
+            )
+            self.fc = torch.nn.Linear(16, 32)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.features(x))
+
+    torch.manual_seed(0)
+    return TinyReID().eval()
+
+
+def export_tiny_reid(net, path: Path) -> Path:
+    """``net`` as an ONNX file with a dynamic batch axis (input ``crops``, output ``embeddings``, 128 x 64)."""
+    import torch
+
+    torch.onnx.export(
+        net,
+        torch.zeros(1, 3, 128, 64),
+        str(path),
+        opset_version=17,
+        input_names=["crops"],
+        output_names=["embeddings"],
+        dynamic_axes={"crops": {0: "batch"}, "embeddings": {0: "batch"}},
+        dynamo=False,
+    )
+    return path

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import scene, tiny_yolo
+from helpers import export_tiny_reid, scene, tiny_reid_net, tiny_yolo
 
 from motops.tracking.backends import (
     BackendUnavailable,
@@ -97,49 +97,18 @@ def test_detector_class_filter_and_empty_frame(yolo_files: tuple[Path, Path]) ->
     assert none.shape == (0, 6) and none.dtype == np.float32
 
 
-class TinyReID(torch.nn.Module):
-    """``(B, 3, H, W) -> (B, 32)``; small enough to run in milliseconds."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 8, 3, stride=2, padding=1),
-            torch.nn.BatchNorm2d(8),
-            torch.nn.ReLU(),
-            torch.nn.Conv2d(8, 16, 3, stride=2, padding=1),
-            torch.nn.ReLU(),
-            torch.nn.AdaptiveAvgPool2d(1),
-            torch.nn.Flatten(),
-        )
-        self.fc = torch.nn.Linear(16, 32)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
-
-
 @pytest.fixture(scope="module")
-def reid_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[TinyReID, Path]:
+def reid_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
     folder = tmp_path_factory.mktemp("reid")
-    torch.manual_seed(0)
-    net = TinyReID().eval()
-    path = folder / "reid.onnx"
-    torch.onnx.export(
-        net,
-        torch.zeros(1, 3, 128, 64),
-        str(path),
-        opset_version=17,
-        input_names=["crops"],
-        output_names=["embeddings"],
-        dynamic_axes={"crops": {0: "batch"}, "embeddings": {0: "batch"}},
-        dynamo=False,
-    )
+    net = tiny_reid_net()
+    path = export_tiny_reid(net, folder / "reid.onnx")
     return net, path
 
 
 BOXES = np.array([[10, 20, 60, 150], [100, 5, 140, 90], [-5, -5, 30, 40], [300, 150, 330, 200]], dtype=np.float32)
 
 
-def test_reid_torch_and_onnxruntime_agree(reid_files: tuple[TinyReID, Path]) -> None:
+def test_reid_torch_and_onnxruntime_agree(reid_files: tuple[torch.nn.Module, Path]) -> None:
     net, path = reid_files
     frame = scene(2)
     ort_reid = load_reid(path, intra_op_num_threads=1)
@@ -156,7 +125,7 @@ def test_reid_torch_and_onnxruntime_agree(reid_files: tuple[TinyReID, Path]) -> 
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
-def test_reid_empty_boxes_and_torchscript(reid_files: tuple[TinyReID, Path], tmp_path: Path) -> None:
+def test_reid_empty_boxes_and_torchscript(reid_files: tuple[torch.nn.Module, Path], tmp_path: Path) -> None:
     net, path = reid_files
     frame = scene(2)
     ort_reid = load_reid(path)
@@ -172,12 +141,12 @@ def test_reid_empty_boxes_and_torchscript(reid_files: tuple[TinyReID, Path], tmp
     torch.save(net.state_dict(), sd)
     with pytest.raises(ModelFormatError, match=r"reid_state\.pt.*module="):
         load_reid(sd)
-    fresh = TinyReID()
+    fresh = type(net)()
     loaded = load_reid(sd, module=fresh, device="cpu")
     assert (loaded(frame, BOXES) * ort_reid(frame, BOXES)).sum(axis=1).min() >= 0.999
 
 
-def test_reid_int8_qdq_runs(reid_files: tuple[TinyReID, Path], tmp_path: Path) -> None:
+def test_reid_int8_qdq_runs(reid_files: tuple[torch.nn.Module, Path], tmp_path: Path) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     _, path = reid_files
@@ -283,7 +252,7 @@ def test_tensorrt_matches_onnxruntime(yolo_files: tuple[Path, Path], tmp_path: P
 
 
 def test_real_backends_drive_the_runner(
-    yolo_files: tuple[Path, Path], reid_files: tuple[TinyReID, Path], tmp_path: Path
+    yolo_files: tuple[Path, Path], reid_files: tuple[torch.nn.Module, Path], tmp_path: Path
 ) -> None:
     """The ONNX detector and ReID plug into ``track_source`` and are timed and named in the summary."""
     from motops.config import SyntheticParams

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import scene, tiny_yolo
+from helpers import export_tiny_reid, scene, tiny_reid_net, tiny_yolo
 
 from motops.export import bundle as bundle_mod
 from motops.export.bundle import (
@@ -56,25 +56,6 @@ class Models:
     reid_int8: Path
 
 
-class TinyReID(torch.nn.Module):
-    """``(B, 3, 128, 64) -> (B, 32)``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 8, 3, stride=2, padding=1),
-            torch.nn.ReLU(),
-            torch.nn.Conv2d(8, 16, 3, stride=2, padding=1),
-            torch.nn.ReLU(),
-            torch.nn.AdaptiveAvgPool2d(1),
-            torch.nn.Flatten(),
-            torch.nn.Linear(16, 32),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
 def _tiny_detector(folder: Path) -> Path:
     from ultralytics import YOLO
 
@@ -86,18 +67,7 @@ def _tiny_detector(folder: Path) -> Path:
 def _tiny_reid(folder: Path) -> tuple[Path, Path]:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
-    torch.manual_seed(0)
-    path = folder / "reid_fp32.onnx"
-    torch.onnx.export(
-        TinyReID().eval(),
-        torch.zeros(1, 3, 128, 64),
-        str(path),
-        opset_version=17,
-        input_names=["crops"],
-        output_names=["embeddings"],
-        dynamic_axes={"crops": {0: "batch"}, "embeddings": {0: "batch"}},
-        dynamo=False,
-    )
+    path = export_tiny_reid(tiny_reid_net(), folder / "reid_fp32.onnx")
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
