@@ -79,6 +79,18 @@ def _check(model_path: Path) -> None:
         raise MotopsError(f"{model_path}: exported ONNX model fails onnx.checker: {exc}") from exc
 
 
+def _save_checked(model: Any, tmp_out: Path, out_path: Path) -> None:
+    """Save ``model`` to ``tmp_out``, run :func:`_check` on it, then move it to ``out_path``.
+
+    Nothing lands at ``out_path`` unless the checker accepts the file.
+    """
+    import onnx
+
+    onnx.save(model, str(tmp_out))
+    _check(tmp_out)
+    shutil.move(str(tmp_out), out_path)
+
+
 def _slim(model: Any) -> Any:
     """``onnxslim.slim`` keeping the metadata (constant folding, dead-node removal, fusions)."""
     import onnxslim
@@ -210,9 +222,7 @@ def export_detector(
             model = _slim(model)
         model.ir_version = min(model.ir_version, 10)  # onnxruntime reads IR <= 10 everywhere
         tmp_out = Path(tmp) / "out.onnx"
-        onnx.save(model, str(tmp_out))
-        _check(tmp_out)
-        shutil.move(str(tmp_out), out_path)
+        _save_checked(model, tmp_out, out_path)
     return out_path
 
 
@@ -288,9 +298,7 @@ def export_reid(
             },
         )
         graph.ir_version = min(graph.ir_version, 10)
-        onnx.save(graph, str(tmp_out))
-        _check(tmp_out)
-        shutil.move(str(tmp_out), out_path)
+        _save_checked(graph, tmp_out, out_path)
     return out_path
 
 

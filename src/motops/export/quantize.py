@@ -36,7 +36,6 @@ histogram) and ``percentile`` (99.999th percentile of ``|x|``); the last two cli
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -178,7 +177,7 @@ def quantize_qdq(
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from motops.export.onnx_export import _check, _set_metadata
+    from motops.export.onnx_export import _save_checked, _set_metadata
 
     fp32_onnx, out_path = Path(fp32_onnx), Path(out_path)
     if not fp32_onnx.is_file():
@@ -238,9 +237,7 @@ def quantize_qdq(
                 }
             },
         )
-        onnx.save(model, str(tmp_out))
-        _check(tmp_out)
-        shutil.move(str(tmp_out), out_path)
+        _save_checked(model, tmp_out, out_path)
     return out_path
 
 
