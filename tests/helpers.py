@@ -94,3 +94,38 @@ def export_tiny_reid(net, path: Path) -> Path:
         dynamo=False,
     )
     return path
+
+
+def write_tiny_bundle(folder: Path, version: str, *, models_dir: Path | None = None) -> Path:
+    """An intact engine bundle at ``folder`` with ``model_version`` ``version`` (BoT-SORT + ReID, 160 x 160).
+
+    The tiny YOLOv8n ONNX (:func:`tiny_yolo`, exported by Ultralytics) and the tiny ReID ONNX
+    are built once into ``models_dir`` (default ``folder.parent / "tiny-models"``) and reused
+    by later calls with the same ``models_dir``, so many versions cost one export.
+    """
+    from ultralytics import YOLO
+
+    from motops.export.bundle import write_bundle
+
+    models_dir = Path(models_dir) if models_dir is not None else Path(folder).parent / "tiny-models"
+    models_dir.mkdir(parents=True, exist_ok=True)
+    detector, reid = models_dir / "det.onnx", models_dir / "reid.onnx"
+    if not detector.is_file():
+        pt = tiny_yolo(models_dir, 160)
+        exported = Path(YOLO(str(pt)).export(format="onnx", imgsz=160, opset=17, simplify=False, verbose=False))
+        if exported != detector:
+            exported.replace(detector)
+    if not reid.is_file():
+        export_tiny_reid(tiny_reid_net(), reid)
+    return write_bundle(
+        folder,
+        files={"detector": detector, "reid": reid},
+        tracker={"tracker": "botsort", "conf": 0.1, "classes": None, "detect_every": 2},
+        model_version=str(version),
+        input_shapes={"detector": [1, 3, 160, 160], "reid": ["batch", 3, 128, 64]},
+        class_names={i: f"class{i}" for i in range(80)},
+        metrics={"idf1": 0.7},
+        backends={"onnxruntime": {"built": True, "reason": None}},
+        extra={"made_by": "tests.helpers.write_tiny_bundle"},
+    )
+

@@ -25,12 +25,12 @@ def test_repro_validate_then_push_pull_and_no_op_rerun(project, sh):
     again = sh(["dvc", "repro", "validate"], project)
     assert "didn't change" in again.stdout or "is cached" in again.stdout or "up to date" in again.stdout.lower()
 
-    sh(["dvc", "push"], project)
+    sh(["dvc", "push", "--with-deps", "validate"], project)
     shutil.rmtree(project / "data/sequences")
     shutil.rmtree(project / ".dvc/cache")
-    sh(["dvc", "pull"], project)
+    sh(["dvc", "pull", "--with-deps", "validate"], project)
     assert sorted((project / "data/sequences").iterdir()) == sequences
-    assert sh(["dvc", "status"], project).stdout.strip().endswith("Data and pipelines are up to date.")
+    assert sh(["dvc", "status", "validate"], project).stdout.strip().endswith("Data and pipelines are up to date.")
 
 
 def test_bad_user_annotations_stop_the_run_before_anything_downstream(project, sh):

@@ -174,7 +174,7 @@ def test_missing_weights_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="detector.model: expected a model YAML"):
         train_detector(
             tmp_path / "data.yaml",
-            DetectorParams(model="yolov8n.pt"),
+            DetectorParams(model="yolov8n.pt", weights=None),
             AugmentParams(),
             out_dir=tmp_path / "out",
             metrics_path=tmp_path / "m.json",
@@ -182,7 +182,7 @@ def test_missing_weights_refused(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match="prepare stage"):
         train_detector(
             tmp_path / "absent.yaml",
-            DetectorParams(),
+            DetectorParams(weights=None),
             AugmentParams(),
             out_dir=tmp_path / "out",
             metrics_path=tmp_path / "m.json",
@@ -246,7 +246,7 @@ def test_train_detector_smoke(tmp_path: Path, no_network: list[str], monkeypatch
         min_visibility=0.3,
         progress=False,
     )
-    params = DetectorParams(imgsz=160, epochs=1, batch=4, device="cpu", workers=0, seed=0)
+    params = DetectorParams(weights=None, imgsz=160, epochs=1, batch=4, device="cpu", workers=0, seed=0)
     augment = AugmentParams(motion_blur_p=1.0, occlusion_p=1.0, brightness_p=1.0)
     t0 = time.perf_counter()
     metrics = train_detector(

@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-from motops.config import Params, SyntheticParams, dump_params, load_params
+from motops.cli_common import ParamsOption, SetOption, fail, params_from
+from motops.config import Params, SyntheticParams, dump_params
 from motops.errors import ConfigError, MotopsError, ValidationFailed
 
 app = typer.Typer(
@@ -24,25 +25,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="The params file.")]
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-S", help="Override a param, e.g. -S data.synthetic.frames=60 (repeatable)."),
-]
-
-
-def _fail(exc: Exception, code: int) -> typer.Exit:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
-
-
-def _params(path: Path, overrides: list[str] | None) -> Params:
-    """The params from ``path`` with overrides; the built-in defaults when ``path`` is absent."""
-    if not path.exists() and path == Path("params.yaml"):
-        if overrides:
-            raise ConfigError(f"{path}: not found, so -S overrides have nothing to apply to")
-        return Params()
-    return load_params(path, overrides or ())
+_fail = fail
+_params = params_from
 
 
 @app.command()
@@ -57,6 +41,7 @@ def synth(
     camera: Annotated[str | None, typer.Option(help="Camera motions (static, pan, jitter), cycled.")] = None,
     people: Annotated[str | None, typer.Option(help="People in view per sequence, comma separated, cycled.")] = None,
     video: Annotated[bool, typer.Option("--video/--no-video", help="Also write SEQ.mp4 per sequence.")] = False,
+    name_prefix: Annotated[str | None, typer.Option(help="Sequence names PREFIX-01, ... (default: synth).")] = None,
     params_file: ParamsOption = Path("params.yaml"),
     overrides: SetOption = None,
 ) -> None:
@@ -75,6 +60,7 @@ def synth(
             "camera": _split(camera, str, "--camera"),
             "people": _split(people, int, "--people"),
             "write_video": video or None,
+            "name_prefix": name_prefix,
         }
         settings = _validated_synthetic({**base, **{k: v for k, v in given.items() if v is not None}})
         folders = synthesize(out, settings)
@@ -154,7 +140,9 @@ def validate(
 def track(
     source: Annotated[str, typer.Argument(help="A video file, a folder of frames (MOTChallenge img1/), or a URL.")],
     engine: Annotated[
-        Path | None, typer.Option(help="An engine bundle folder (models, tracker.yaml, manifest.json); verified first.")
+        str | None,
+        typer.Option(help="An engine bundle folder, or a registered one: models:/NAME@champion, models:/NAME/3. "
+                          "Verified first."),
     ] = None,
     detector: Annotated[
         Path | None, typer.Option(help="Without --engine: a detector model (YOLO .pt, .onnx, TensorRT .engine).")
@@ -193,7 +181,7 @@ def track(
         if engine is not None:
             from motops.export.bundle import load_bundle
 
-            run = load_bundle(engine, backend=settings.backend).track_kwargs()
+            run = load_bundle(_engine_dir(engine, params), backend=settings.backend).track_kwargs()
             if detect_every is not None:
                 run["detect_every"] = settings.detect_every
         else:
@@ -213,6 +201,16 @@ def track(
     latency = {k: round(v["p50"], 2) for k, v in summary["latency_ms"].items() if isinstance(v, dict) and "p50" in v}
     typer.echo(json.dumps({"frames": summary["frames"], "fps": round(summary["fps"], 2), "p50_ms": latency,
                            "out": str(out)}, indent=2))
+
+
+def _engine_dir(engine: str, params: Params) -> Path:
+    """A bundle folder for ``--engine``: the folder itself, or a registered version downloaded and verified."""
+    if not engine.startswith("models:/"):
+        return Path(engine)
+    from motops.registry.mlflow_registry import download_bundle
+
+    safe = engine[len("models:/"):].replace("/", "_").replace("@", "_")
+    return download_bundle(engine, Path("runs") / "registry" / safe, params.registry, root=Path.cwd())
 
 
 bundle_app = typer.Typer(help="Engine bundles: the folder that is registered, tracked with and shipped.",
@@ -258,10 +256,122 @@ def report(params_file: ParamsOption = Path("params.yaml"), overrides: SetOption
     sources = ", ".join(_sources(params))
     typer.echo(f"data:        {rows['sequences']} sequences, {rows['annotations']} boxes ({sources})")
     typer.echo(f"validation:  {verdict}: {stats['successful']}/{stats['evaluated']} expectations met")
+    metrics = Path("metrics")
+
+    def load(name: str) -> dict | None:
+        path = metrics / f"{name}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    det, reid, ev, gate, reg = (load(n) for n in ("detector", "reid", "eval", "gate", "register"))
+    if det:
+        typer.echo(f"detector:    mAP50 {det['map50']:.3f}, mAP50-95 {det['map50_95']:.3f}, "
+                   f"P {det['precision']:.3f}, R {det['recall']:.3f} ({det.get('start', '')})")
+    if reid:
+        typer.echo(f"reid:        held-out Rank-1 {reid['rank1']:.3f}, mAP {reid['map']:.3f}")
+    if ev:
+        typer.echo(f"tracking:    IDF1 {ev['idf1']:.3f}, HOTA {ev['hota']:.3f}, MOTA {ev['mota']:.3f}, "
+                   f"IDSW {ev['idsw']}, Frag {ev['frag']}, {ev['fps']:.1f} FPS ({ev['backend']})")
+    if gate:
+        from motops.registry.gates import format_gate_table
+
+        typer.echo(f"gate:        {'PASSED' if gate['passed'] else 'FAILED'}")
+        typer.echo("\n".join("             " + line for line in format_gate_table(gate).splitlines()))
+    if reg:
+        if reg.get("version"):
+            created = "registered" if reg.get("created") else "already registered (unchanged engine)"
+            typer.echo(f"registry:    {params.registry.model_name} version {reg['version']} {created}, "
+                       f"aliases {reg.get('aliases', [])}")
+        else:
+            typer.echo(f"registry:    nothing registered: {reg.get('reason', 'the gate failed')}")
     typer.echo("where to look:")
     typer.echo(f"  {summary['data_docs']}   Great Expectations data docs (open in a browser)")
     typer.echo(f"  {summary_path}   validation summary (also: dvc metrics show)")
     typer.echo(f"  {params.data.sequences_dir}/   the normalized footage (MOTChallenge layout)")
+    if ev:
+        typer.echo(f"  {params.evaluate.out_dir}/   sweep.png, fps.png, per-sequence tables (also: dvc plots show)")
+        typer.echo(f"  {params.evaluate.release_dir}/   the scored engine bundle (motops track --engine ...)")
+    if reg:
+        typer.echo(f"  mlflow ui --backend-store-uri {params.registry.tracking_uri}   runs and registered models")
+        typer.echo("  motops registry show   versions, aliases, gate tables, lineage as JSON")
+
+
+@app.command()
+def evaluate(params_file: ParamsOption = Path("params.yaml"), overrides: SetOption = None) -> None:
+    """Score the exported engine on the val sequences (the `evaluate` stage): sweep, TrackEval, FPS, plots."""
+    from motops.stages import evaluate as run
+
+    try:
+        run(_params(params_file, overrides))
+    except MotopsError as exc:
+        raise _fail(exc, 2) from None
+
+
+registry_app = typer.Typer(help="The MLflow model registry: versions, aliases, gate tables, lineage.",
+                           no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+
+
+@registry_app.command("show")
+def registry_show(params_file: ParamsOption = Path("params.yaml"), overrides: SetOption = None) -> None:
+    """Print JSON of the registered model's versions: aliases, gate tables, lineage tags."""
+    import json
+
+    from motops.registry.mlflow_registry import show
+
+    try:
+        typer.echo(json.dumps(show(_params(params_file, overrides).registry, root=Path.cwd()), indent=2, default=str))
+    except MotopsError as exc:
+        raise _fail(exc, 2) from None
+
+
+@app.command()
+def promote(
+    force: Annotated[bool, typer.Option(help="Promote even if the gate against the champion fails.")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why (required with --force; recorded as a tag).")] = None,
+    rollback: Annotated[bool, typer.Option(help="Make the previous champion the champion again.")] = False,
+    backend: Annotated[str, typer.Option(help="The FPS gate's backend.")] = "onnxruntime",
+    params_file: ParamsOption = Path("params.yaml"),
+    overrides: SetOption = None,
+) -> None:
+    """Make the challenger the champion if it beats the champion's gate (or --force --reason); or --rollback."""
+    import json
+
+    from motops.registry import mlflow_registry as reg
+    from motops.registry.gates import format_gate_table
+
+    try:
+        params = _params(params_file, overrides)
+        if rollback:
+            result = reg.rollback(params.registry, root=Path.cwd())
+        else:
+            if force and not (reason or "").strip():
+                raise ConfigError("--force needs --reason \"why\" (it is recorded on the model version)")
+            result = reg.promote(params.registry, params.gates, backend=backend, force=force, reason=reason,
+                                 root=Path.cwd())
+    except reg.PromotionRefused as exc:
+        typer.secho(f"not promoted: {exc}", fg=typer.colors.RED, err=True)
+        typer.echo(format_gate_table(exc.gate), err=True)
+        raise typer.Exit(1) from None
+    except MotopsError as exc:
+        raise _fail(exc, 2) from None
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@app.command()
+def schedule(
+    repo: Annotated[Path, typer.Option(help="The project to retrain.")] = Path("."),
+    cron: Annotated[str | None, typer.Option(help="Cron schedule (default: orchestration.retrain_cron).")] = None,
+    params_file: ParamsOption = Path("params.yaml"),
+    overrides: SetOption = None,
+) -> None:
+    """Serve the retrain (cron), promote and publish deployments until stopped (Ctrl-C); runs show in the Prefect UI."""
+    from motops.orchestration import serve_deployments
+
+    try:
+        params = _params(params_file, overrides)
+        serve_deployments(repo.resolve(), cron=cron or params.orchestration.retrain_cron)
+    except MotopsError as exc:
+        raise _fail(exc, 2) from None
 
 
 def _sources(params: Params) -> list[str]:
@@ -275,6 +385,15 @@ def show_params(params_file: ParamsOption = Path("params.yaml"), overrides: SetO
         typer.echo(dump_params(_params(params_file, overrides)), nl=False)
     except MotopsError as exc:
         raise _fail(exc, 2) from None
+
+
+def _mount_fleet() -> None:
+    from motops.fleet.cli import register as register_fleet
+
+    register_fleet(app)
+
+
+_mount_fleet()
 
 
 def main() -> None:  # pragma: no cover - console entry point

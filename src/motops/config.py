@@ -90,6 +90,10 @@ class SyntheticParams(_Section):
     )
     jpeg_quality: Annotated[int, Field(ge=10, le=100)] = 90
     write_video: bool = Field(default=False, description="Also write SEQ.mp4 next to each sequence.")
+    name_prefix: str = Field(
+        default="synth", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Sequences are named PREFIX-01, PREFIX-02, ...; names must be unique across sources.",
+    )
 
 
 class DataParams(_Section):
@@ -167,6 +171,7 @@ class PrepareParams(_Section):
         default=0.3, description="Share of ids held out for query/gallery evaluation."
     )
     seed: int = 0
+    out_dir: str = Field(default="data/prepared", description="yolo/ (detection set), reid/ (crops), split.json.")
     augment: AugmentParams = AugmentParams()
 
     @model_validator(mode="after")
@@ -180,15 +185,43 @@ class DetectorParams(_Section):
     """Ultralytics YOLOv8 finetuning."""
 
     model: str = Field(default="yolov8n.yaml", description="Model YAML used when no weights are given.")
-    weights: str | None = Field(default=None, description="Local .pt to finetune from; never downloaded.")
-    imgsz: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 640
-    epochs: PositiveInt = 10
-    batch: PositiveInt = 8
+    weights: str | None = Field(
+        default="models/base/detector.pt",
+        description="Local .pt to finetune from (default: the pretrain stage's checkpoint); never downloaded; "
+        "null trains the model YAML from scratch.",
+    )
+    imgsz: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 320
+    epochs: PositiveInt = 5
+    batch: PositiveInt = 16
     lr0: Annotated[float, Field(gt=0, le=1)] = 0.01
     patience: PositiveInt = 50
     device: str = Field(default="auto", description="auto (CUDA when present), cpu, or a CUDA index list.")
     workers: Annotated[int, Field(ge=0, le=64)] = 0
     seed: int = 0
+    warmup_epochs: Annotated[float, Field(ge=0)] = Field(
+        default=0.5, description="Epochs of learning-rate warm-up; short finetunes want less than 1."
+    )
+    close_mosaic: Annotated[int, Field(ge=0)] = Field(default=2, description="Last epochs trained without mosaic.")
+
+
+class PretrainParams(_Section):
+    """The frozen ``pretrain`` stage: the project's own base detector checkpoint.
+
+    Trained from the model YAML on a larger synthetic set drawn with its own seed (so it
+    never sees the default run's sequences); its output is committed to git and is what
+    ``detector.weights`` finetunes by default. ``dvc repro`` does not re-run it (the stage
+    is frozen); ``dvc repro -f pretrain`` (or ``dvc unfreeze pretrain``) rebuilds it.
+    """
+
+    synthetic: SyntheticParams = SyntheticParams(sequences=12, frames=240, seed=1000)
+    work_dir: str = Field(default="models/base/work", description="Footage, data set and run folder (not kept).")
+    weights: str = Field(default="models/base/detector.pt", description="The base checkpoint written.")
+    metrics: str = "metrics/pretrain.json"
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.17
+    clip_length: Annotated[int, Field(ge=1, le=60)] = 4
+    clip_stride: PositiveInt = 12
+    min_visibility: Fraction = 0.3
+    detector: DetectorParams = DetectorParams(weights=None, epochs=20, warmup_epochs=1.0, patience=100)
 
 
 class ReidParams(_Section):
@@ -208,6 +241,7 @@ class ReidParams(_Section):
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.1
     device: str = "auto"
     seed: int = 0
+    max_steps: PositiveInt | None = Field(default=None, description="Stop after this many steps (None: epochs).")
 
 
 class TensorRTParams(_Section):
@@ -216,6 +250,9 @@ class TensorRTParams(_Section):
     fp16: bool = True
     int8: bool = True
     workspace_gb: Annotated[float, Field(gt=0, le=64)] = 2.0
+
+
+ImageSide = Annotated[int, Field(ge=32, le=4096, multiple_of=32)]
 
 
 class ExportParams(_Section):
@@ -232,6 +269,11 @@ class ExportParams(_Section):
     parity_score_tol: Fraction = 0.01
     parity_cosine: Fraction = 0.999
     engine_dir: str = "models/engine"
+    imgsz: tuple[ImageSide, ImageSide] | None = Field(
+        default=None,
+        description="(H, W) of the exported detector; null: detector.imgsz square. Footage of one aspect "
+        "ratio runs faster at a matching rectangle, e.g. [192, 320] for 16:9 at 320.",
+    )
     tensorrt: TensorRTParams = TensorRTParams()
 
 
@@ -266,6 +308,9 @@ class EvaluateParams(_Section):
     sweep_metric: Literal["idf1", "hota"] = "idf1"
     fps_warmup_frames: Annotated[int, Field(ge=0)] = 5
     plots: bool = True
+    out_dir: str = Field(default="reports/evaluate", description="Plots, sweep table, tracker.yaml, results.")
+    release_dir: str = Field(default="models/release", description="The scored bundle: what gate and register see.")
+    max_frames: PositiveInt | None = Field(default=None, description="Frames per val sequence scored (None: all).")
 
 
 class GatesParams(_Section):
@@ -285,19 +330,47 @@ class RegistryParams(_Section):
     tracking_uri: str = Field(default="sqlite:///mlflow.db", description="Overridden by MLFLOW_TRACKING_URI.")
     experiment: str = "motops"
     model_name: str = "motops-tracker"
+    artifact_location: str | None = Field(
+        default=None,
+        description="Artifact root of a new experiment (a folder relative to the project root, or a URI); "
+        "None: mlartifacts/ next to a local SQLite database, the server's choice otherwise.",
+    )
 
 
 class FleetParams(_Section):
-    """Publishing to the fleet bucket and the edge agent."""
+    """Publishing to the fleet bucket and the edge agent.
+
+    The environment overrides these (``MOTOPS_FLEET_ENDPOINT_URL``, ``MOTOPS_FLEET_BUCKET``,
+    ``MOTOPS_FLEET_PREFIX``, ``MOTOPS_FLEET_CHANNEL``, ``MOTOPS_SIGNING_KEY``,
+    ``MOTOPS_PUBLIC_KEY``, ``MOTOPS_EDGE_DIR``); credentials come from boto3's usual sources
+    (``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE``, instance roles ...), never from this file.
+    """
 
     endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint; None: AWS.")
     bucket: str = "motops-fleet"
     prefix: str = "engines"
     channel: str = "stable"
-    signing_key: str | None = None
-    public_key: str | None = None
+    signing_key: str | None = Field(default=None, description="Ed25519 private key (PEM file) that signs releases.")
+    public_key: str | None = Field(default=None, description="Ed25519 public key (PEM file) the edge agent trusts.")
     keep_versions: PositiveInt = 3
     poll_interval_s: Annotated[float, Field(gt=0)] = 300.0
+    region: str = Field(default="us-east-1", description="S3 region (overridden by AWS_REGION when set).")
+    install_dir: str = Field(default="edge", description="Edge agent folder: versions/, current, state.json.")
+    multipart_threshold_mb: Annotated[int, Field(ge=5, le=5120)] = Field(
+        default=64, description="Files at least this large are uploaded in parts (S3's smallest part is 5 MiB)."
+    )
+    multipart_chunksize_mb: Annotated[int, Field(ge=5, le=5120)] = Field(
+        default=16, description="Part size of multipart uploads; raising it means fewer, longer requests."
+    )
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = Field(
+        default=5, description="Attempts per S3 request (botocore retries with exponential backoff)."
+    )
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=60.0, description="Connect and read timeout of one S3 request, seconds."
+    )
+    build_tensorrt: bool = Field(
+        default=True, description="Edge agent: build a TensorRT plan for this GPU when the bundle has none."
+    )
 
 
 class OrchestrationParams(_Section):
@@ -310,6 +383,11 @@ class OrchestrationParams(_Section):
     stage_timeout_s: Annotated[float, Field(gt=0)] = Field(
         default=7200.0, description="A stage task running longer is stopped and counts as failed."
     )
+    inbox: str = Field(default="data/inbox", description="Where new footage arrives: a folder or s3://BUCKET/PREFIX.")
+    inbox_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint of an s3:// inbox.")
+    retrain_cron: str = Field(default="0 3 * * 1", description="Schedule of the retrain deployment (cron, UTC).")
+    commit: bool = Field(default=True, description="git-commit the .dvc files, params.yaml and dvc.lock it changes.")
+    push: bool = Field(default=True, description="dvc push after a retrain run.")
 
 
 class Params(_Section):
@@ -319,6 +397,7 @@ class Params(_Section):
     validation: ValidationParams = ValidationParams()
     prepare: PrepareParams = PrepareParams()
     detector: DetectorParams = DetectorParams()
+    pretrain: PretrainParams = PretrainParams()
     reid: ReidParams = ReidParams()
     export: ExportParams = ExportParams()
     track: TrackParams = TrackParams()
@@ -327,6 +406,24 @@ class Params(_Section):
     registry: RegistryParams = RegistryParams()
     fleet: FleetParams = FleetParams()
     orchestration: OrchestrationParams = OrchestrationParams()
+
+
+def flatten_params(params: BaseModel) -> dict[str, Any]:
+    """Every leaf of the params as ``{"section.key": value}`` (tuples and lists kept as lists; for logging)."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, BaseModel):
+            for name in type(node).model_fields:
+                walk(getattr(node, name), f"{prefix}{name}.")
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            out[prefix[:-1]] = list(node) if isinstance(node, tuple) else node
+
+    walk(params, "")
+    return out
 
 
 # ------------------------------------------------------------------------ loading

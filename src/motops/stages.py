@@ -78,10 +78,288 @@ def validate(params: Params, root: Path = Path(".")) -> None:
     print(f"validate: {len(sequences)} sequences, {len(annotations)} boxes: all expectations met")
 
 
+def pretrain(params: Params, root: Path = Path(".")) -> dict:
+    """Stage ``pretrain`` (frozen): train the base detector checkpoint from the model YAML.
+
+    Renders ``pretrain.synthetic`` (its own seed: none of the default run's sequences),
+    ingests it, builds a detection set and trains ``pretrain.detector`` from scratch.
+    Writes ``pretrain.weights`` (committed to git; the default ``detector.weights``) and
+    ``pretrain.metrics``. The footage and Ultralytics' run folder stay in
+    ``pretrain.work_dir`` (ignored by git) until the next run.
+    """
+    from motops.data.ingest import ingest as run_ingest
+    from motops.data.prepare import build_yolo_dataset, split_sequences
+    from motops.data.synthetic import synthesize as write_synthetic
+    from motops.training.detector import train_detector
+
+    cfg = params.pretrain
+    work = root / cfg.work_dir
+    if work.exists():
+        shutil.rmtree(work)
+    write_synthetic(work / "synthetic", cfg.synthetic)
+    sequences, annotations = run_ingest(
+        ["synthetic"],
+        synthetic_dir=work / "synthetic",
+        out_dir=work / "sequences",
+        annotations_path=work / "annotations.parquet",
+        sequences_path=work / "sequences.parquet",
+    )
+    train, val = split_sequences(
+        sequences["sequence"].to_list(), val_fraction=cfg.val_fraction, seed=cfg.synthetic.seed
+    )
+    data_yaml = build_yolo_dataset(
+        sequences,
+        annotations,
+        train=train,
+        val=val,
+        out_dir=work / "yolo",
+        clip_length=cfg.clip_length,
+        clip_stride=cfg.clip_stride,
+        min_visibility=cfg.min_visibility,
+    )
+    metrics = train_detector(
+        data_yaml,
+        cfg.detector,
+        params.prepare.augment,
+        out_dir=work / "out",
+        metrics_path=root / cfg.metrics,
+        run_dir=work / "runs",
+    )
+    weights = root / cfg.weights
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(work / "out" / "best.pt", weights)
+    print(
+        f"pretrain: {metrics['epochs']} epochs on {metrics['images_train']} images in {metrics['seconds']:.0f} s; "
+        f"val mAP50 {metrics['map50']:.3f}; wrote {weights}"
+    )
+    return metrics
+
+
+def _tables(params: Params, root: Path):
+    import polars as pl
+
+    sequences = pl.read_parquet(root / params.data.sequences_table)
+    annotations = pl.read_parquet(root / params.data.annotations)
+    # table paths are relative to the repository root
+    sequences = sequences.with_columns(
+        pl.col("path").map_elements(lambda p: p if Path(p).is_absolute() else str(root / p), return_dtype=pl.Utf8)
+    )
+    return sequences, annotations
+
+
+def prepare(params: Params, root: Path = Path(".")) -> dict:
+    """Stage ``prepare``: split by sequence; write the YOLO detection set and the ReID crop set.
+
+    The val sequences are held out from both models: the detection set's val side is
+    them, and the ReID crops come from the train sequences only (their own held-out
+    identities measure the ReID), so ``evaluate`` tracks footage neither model saw.
+    """
+    import json
+
+    import polars as pl
+
+    from motops.data.crops import build_reid_crops
+    from motops.data.prepare import build_yolo_dataset, split_sequences
+
+    cfg = params.prepare
+    sequences, annotations = _tables(params, root)
+    train, val = split_sequences(
+        sequences["sequence"].to_list(), val_sequences=cfg.val_sequences, val_fraction=cfg.val_fraction, seed=cfg.seed
+    )
+    out = root / cfg.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    build_yolo_dataset(
+        sequences, annotations, train=train, val=val, out_dir=out / "yolo", clip_length=cfg.clip_length,
+        clip_stride=cfg.clip_stride, min_visibility=cfg.min_visibility,
+    )
+    crops = build_reid_crops(
+        sequences.filter(pl.col("sequence").is_in(train)),
+        annotations.filter(pl.col("sequence").is_in(train)),
+        out / "reid",
+        height=params.reid.height,
+        width=params.reid.width,
+        clip_min=cfg.reid_clip_min,
+        clip_max=cfg.reid_clip_max,
+        heldout_fraction=cfg.reid_heldout_fraction,
+        min_visibility=cfg.min_visibility,
+        seed=cfg.seed,
+    )
+    counts = {side: int((crops["split"] == side).sum()) for side in ("train", "query", "gallery")}
+    split = {"train": train, "val": val, "reid_crops": counts}
+    (out / "split.json").write_text(json.dumps(split, indent=2) + "\n", encoding="utf-8")
+    print(f"prepare: train {train}, val {val}; ReID crops {counts}")
+    return split
+
+
+def train_detector(params: Params, root: Path = Path(".")) -> dict:
+    """Stage ``train_detector``: finetune ``detector.weights`` (or train ``detector.model``) on the prepared set.
+
+    Writes ``models/detector/best.pt``, ``metrics/detector.json`` (``map50``, ``map50_95``,
+    ``precision``, ``recall`` on the val sequences, plus run facts), the per-epoch history in
+    ``models/detector/history.json`` and ``reports/detector_training.png``.
+    """
+    import json
+
+    from motops.training.detector import plot_history
+    from motops.training.detector import train_detector as run
+
+    det = params.detector
+    if det.weights and not Path(det.weights).is_absolute():
+        det = det.model_copy(update={"weights": str(root / det.weights)})
+    out = root / "models" / "detector"
+    metrics_path = root / "metrics" / "detector.json"
+    metrics = run(root / params.prepare.out_dir / "yolo" / "data.yaml", det, params.prepare.augment,
+                  out_dir=out, metrics_path=metrics_path)
+    history = metrics.pop("history")
+    (out / "history.json").write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
+    metrics["start"] = "finetuned from " + str(params.detector.weights) if params.detector.weights else "from scratch"
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    plot_history(history, root / "reports" / "detector_training.png")
+    print(f"train_detector: mAP50 {metrics['map50']:.3f}, mAP50-95 {metrics['map50_95']:.3f}, "
+          f"P {metrics['precision']:.3f}, R {metrics['recall']:.3f} ({metrics['seconds']:.0f} s)")
+    return metrics
+
+
+def train_reid(params: Params, root: Path = Path(".")) -> dict:
+    """Stage ``train_reid``: ID cross-entropy + batch-hard triplet training on the prepared crops.
+
+    Writes ``models/reid/reid.pt``, ``metrics/reid.json`` (``rank1``, ``map`` on held-out ids,
+    and the untrained network's for comparison) and ``reports/reid_training.png``.
+    """
+    from motops.training.reid import train_reid as run
+
+    metrics = run(
+        root / params.prepare.out_dir / "reid", params.reid, out_dir=root / "models" / "reid",
+        metrics_path=root / "metrics" / "reid.json", plot_path=root / "reports" / "reid_training.png",
+        max_steps=params.reid.max_steps,
+    )
+    print(f"train_reid: held-out Rank-1 {metrics['rank1']:.3f}, mAP {metrics['map']:.3f} "
+          f"(untrained {metrics['untrained_rank1']:.3f} / {metrics['untrained_map']:.3f})")
+    return metrics
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def export(params: Params, root: Path = Path(".")) -> dict:
+    """Stage ``export``: ONNX + parity, INT8, TensorRT (or its recorded skip), the engine bundle.
+
+    Writes ``export.engine_dir`` and ``metrics/export.json`` (parity, INT8 cost and speed-up).
+    """
+    from motops.export.run import export_engine
+
+    report = export_engine(params, root)
+    summary = {
+        "detector_parity_min_iou": report["detector_parity"].get("min_iou"),
+        "detector_parity_max_score_diff": report["detector_parity"].get("max_score_diff"),
+        "reid_parity_min_cosine": report["reid_parity"].get("min_cosine"),
+    }
+    int8 = report["int8_reid"]
+    if "speedup" in int8:
+        summary.update(
+            reid_int8_speedup=int8["speedup"], reid_int8_rank1_drop=int8["rank1_drop"],
+            reid_int8_map_drop=int8["map_drop"], reid_int8_mean_cosine=int8["mean_cosine"],
+        )
+    summary["tensorrt_built"] = bool(report["tensorrt"].get("built"))
+    _write_json(root / "metrics" / "export.json", {**summary, "model_version": report["model_version"],
+                                                    "details": report})
+    print(f"export: bundle {params.export.engine_dir} ({report['model_version']}); TensorRT: "
+          f"{'built' if summary['tensorrt_built'] else report['tensorrt'].get('reason')}")
+    return report
+
+
+def evaluate(params: Params, root: Path = Path(".")) -> dict:
+    """Stage ``evaluate``: sweep, track, score (TrackEval) and time the engine on the val sequences.
+
+    Writes ``metrics/eval.json``, ``evaluate.out_dir`` (plots, tables, ``tracker.yaml``) and
+    the scored release bundle ``evaluate.release_dir``.
+    """
+    from motops.evaluation.run import evaluate_engine
+
+    metrics = evaluate_engine(params, root)
+    _write_json(root / "metrics" / "eval.json", metrics)
+    print(f"evaluate: IDF1 {metrics['idf1']:.3f}, HOTA {metrics['hota']:.3f}, MOTA {metrics['mota']:.3f}, "
+          f"IDSW {metrics['idsw']}, Frag {metrics['frag']}, {metrics['fps']:.1f} FPS ({metrics['backend']}); "
+          f"threshold {metrics['threshold']}")
+    for seq, m in metrics["sequences"].items():
+        print(f"  {seq}: IDF1 {m['idf1']:.3f} HOTA {m['hota']:.3f} -- {m['diagnosis']}")
+    return metrics
+
+
+def gate(params: Params, root: Path = Path(".")) -> dict:
+    """Stage ``gate``: the rules of ``gates`` on ``metrics/eval.json``, against the current champion.
+
+    Writes ``metrics/gate.json``. A failed gate is a result, not an error: the stage
+    succeeds and ``register`` then leaves the registry untouched.
+    """
+    import json
+
+    from motops.registry.gates import evaluate_gate, format_gate_table
+    from motops.registry.mlflow_registry import champion_metrics
+
+    metrics = json.loads((root / "metrics" / "eval.json").read_text())
+    champion = champion_metrics(params.registry, root=root)
+    result = evaluate_gate(metrics, params.gates, backend=metrics["backend"], champion=champion)
+    _write_json(root / "metrics" / "gate.json", result)
+    print(("gate: PASSED" if result["passed"] else "gate: FAILED") + "\n" + format_gate_table(result))
+    return result
+
+
+def register(params: Params, root: Path = Path(".")) -> dict:
+    """Stage ``register``: one MLflow run with lineage; a new model version (alias ``challenger``) only on a pass.
+
+    Writes ``metrics/register.json`` (run id, version, whether one was created, and why not).
+    """
+    import json
+
+    from motops.config import flatten_params
+    from motops.registry.gates import format_gate_table
+    from motops.registry.lineage import lineage_tags
+    from motops.registry.mlflow_registry import register as run
+
+    gate_result = json.loads((root / "metrics" / "gate.json").read_text())
+    metrics = json.loads((root / "metrics" / "eval.json").read_text())
+    training = {}
+    for name in ("detector", "reid", "export"):
+        path = root / "metrics" / f"{name}.json"
+        if path.is_file():
+            training[name] = json.loads(path.read_text())
+    plots = [p for p in (
+        root / params.evaluate.out_dir / "sweep.png", root / params.evaluate.out_dir / "fps.png",
+        root / "reports" / "reid_training.png", root / "reports" / "detector_training.png",
+    ) if p.is_file()]
+    result = run(
+        root / params.evaluate.release_dir, gate=gate_result, metrics=metrics, training=training,
+        params_flat=flatten_params(params), plots=plots, lineage=lineage_tags(root), params=params.registry,
+        root=root,
+    )
+    _write_json(root / "metrics" / "register.json", result)
+    if result.get("version") and result.get("created"):
+        print(f"register: model '{params.registry.model_name}' version {result['version']} "
+              f"with alias 'challenger' (run {result['run_id']})")
+    elif result.get("version"):
+        print(f"register: unchanged engine; version {result['version']} already registered, nothing created")
+    else:
+        print(f"register: nothing registered: {result.get('reason', 'gate failed')}\n{format_gate_table(gate_result)}")
+    return result
+
+
 STAGES: dict[str, Callable[[Params], object]] = {
+    "pretrain": pretrain,
     "synthesize": synthesize,
     "ingest": ingest,
     "validate": validate,
+    "prepare": prepare,
+    "train_detector": train_detector,
+    "train_reid": train_reid,
+    "export": export,
+    "evaluate": evaluate,
+    "gate": gate,
+    "register": register,
 }
 
 

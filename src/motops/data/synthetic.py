@@ -111,9 +111,9 @@ class _ParamsLike(Protocol):
     write_video: bool
 
 
-def sequence_name(index: int) -> str:
-    """Name of the 0-based ``index``-th synthetic sequence: ``synth-01``, ``synth-02``, ..."""
-    return f"synth-{index + 1:02d}"
+def sequence_name(index: int, prefix: str = "synth") -> str:
+    """Name of the 0-based ``index``-th synthetic sequence: ``synth-01``, ``synth-02``, ... (``prefix-NN``)."""
+    return f"{prefix}-{index + 1:02d}"
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ class SceneSpec:
             )
         return cls(
             index=index,
-            name=sequence_name(index),
+            name=sequence_name(index, params.name_prefix),
             frames=int(params.frames),
             width=int(params.width),
             height=int(params.height),

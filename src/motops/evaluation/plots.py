@@ -55,3 +55,41 @@ def plot_sweep(table: pl.DataFrame, path: str | Path, *, metric: str, best_thres
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_fps(summaries: dict, path: str | Path) -> Path:
+    """Write a PNG: per val sequence, end-to-end FPS (left) and mean milliseconds per frame by component (right).
+
+    Args:
+        summaries: Sequence name to the summary of :func:`motops.tracking.runner.track_source`.
+        path: The PNG to write (folders are created).
+
+    Returns:
+        ``path``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = sorted(summaries)
+    fig, (ax_fps, ax_ms) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    ax_fps.barh(names, [summaries[n]["fps"] for n in names], color="tab:blue")
+    ax_fps.set(xlabel="frames per second (end to end)", title="Tracking speed on the val sequences")
+    ax_fps.grid(alpha=0.3, axis="x")
+    left = [0.0] * len(names)
+    for comp, colour in (("decode", "tab:gray"), ("detect", "tab:blue"), ("reid", "tab:green"),
+                         ("associate", "tab:orange")):
+        ms = [1000.0 * summaries[n]["latency_ms"].get(comp, {}).get("total_s", 0.0) / max(summaries[n]["frames"], 1)
+              for n in names]
+        ax_ms.barh(names, ms, left=left, color=colour, label=comp)
+        left = [a + b for a, b in zip(left, ms, strict=True)]
+    ax_ms.set(xlabel="ms per frame (mean)", title="Where the time goes")
+    ax_ms.legend(loc="lower right", fontsize=8)
+    ax_ms.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

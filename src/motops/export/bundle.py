@@ -69,6 +69,7 @@ import numpy as np
 import yaml
 
 from motops.errors import MotopsError
+from motops.fsutil import fsync_dir
 from motops.tracking.backends import BackendUnavailable, Detector, ReID, load_detector, load_reid
 from motops.tracking.skipping import FLOW_METHODS
 from motops.tracking.trackers import TRACKER_NAMES, TRACKER_PARAM_NAMES, TrackerParams
@@ -537,22 +538,42 @@ def write_bundle(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     shutil.rmtree(old, ignore_errors=True)
-    _fsync_dir(out_dir.parent)
+    fsync_dir(out_dir.parent)
     return out_dir
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where folders cannot be opened (Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def rewrite_bundle(
+    src: str | Path,
+    out_dir: str | Path,
+    *,
+    tracker: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    model_version: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a copy of the verified bundle ``src`` to ``out_dir`` with new settings or metrics.
+
+    What is not given is kept from ``src``'s manifest (``extra`` is merged into it). The
+    copy gets a fresh manifest (hashes recomputed) and replaces ``out_dir`` atomically.
+
+    Raises:
+        BundleError: ``src`` is not an intact bundle.
+    """
+    src = Path(src)
+    manifest = verify_bundle(src).raise_if_bad().manifest
+    files = {e["role"]: src / name for name, e in manifest["files"].items() if e["role"] != TRACKER_ROLE}
+    cfg = _read_tracker_yaml(src / TRACKER_FILE) if tracker is None else tracker
+    return write_bundle(
+        out_dir,
+        files=files,
+        tracker=cfg,
+        model_version=model_version or manifest["model_version"],
+        input_shapes=manifest["input_shapes"],
+        class_names={int(k): v for k, v in manifest["class_names"].items()},
+        metrics=manifest["metrics"] if metrics is None else metrics,
+        backends=manifest["backends"],
+        extra={**manifest.get("extra", {}), **(extra or {})},
+    )
 
 
 # --------------------------------------------------------------------------- verifying

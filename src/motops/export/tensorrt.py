@@ -26,9 +26,7 @@ Nothing here imports ``tensorrt`` (or ``torch``) at import time; where either is
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ from typing import Any, Final
 import numpy as np
 
 from motops.errors import MotopsError
+from motops.fsutil import atomic_write
 from motops.tracking.backends import BackendUnavailable, ModelFormatError
 
 logger = logging.getLogger(__name__)
@@ -226,20 +225,6 @@ def onnx_is_qdq(onnx_path: str | Path) -> bool:
 # --------------------------------------------------------------------------- building
 
 
-def _atomic_write(path: Path, data: bytes | memoryview) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _make_logger(trt: Any) -> Any:
     """A TensorRT logger that forwards to :mod:`logging` and keeps the errors for the exception message."""
 
@@ -292,7 +277,7 @@ def _make_calibrator(
             return cache.read_bytes() if cache.is_file() else None
 
         def write_calibration_cache(self, data: Any) -> None:
-            _atomic_write(cache, bytes(data))
+            atomic_write(cache, bytes(data))
 
     return _Calibrator()
 
@@ -444,9 +429,9 @@ def build_plan(
             raise TensorRTBuildError(f"{onnx_path}: INT8 calibration got no batches; the plan would be uncalibrated")
 
     if cache_file is not None:
-        _atomic_write(cache_file, memoryview(config.get_timing_cache().serialize()))
+        atomic_write(cache_file, memoryview(config.get_timing_cache().serialize()))
     plan = out_dir / filename
-    _atomic_write(plan, memoryview(serialized))
+    atomic_write(plan, memoryview(serialized))
     return plan
 
 

@@ -123,6 +123,25 @@ def _local_fonts_only() -> Iterator[None]:
         data_utils.check_font = original
 
 
+@contextlib.contextmanager
+def _run_folder(run_dir: str | Path | None) -> Iterator[str]:
+    if run_dir is None:
+        with tempfile.TemporaryDirectory(prefix="motops-yolo-") as tmp:
+            yield tmp
+    else:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        yield str(Path(run_dir).resolve())
+
+
+def _label_caches(data_yaml: Path) -> list[Path]:
+    import yaml
+
+    spec = yaml.safe_load(data_yaml.read_text(encoding="utf-8")) or {}
+    root = Path(spec.get("path") or data_yaml.parent)
+    root = root if root.is_absolute() else data_yaml.parent / root
+    return list((root / "labels").glob("*.cache")) if (root / "labels").is_dir() else []
+
+
 def _count_images(data_yaml: Path) -> dict[str, int]:
     import yaml
 
@@ -171,6 +190,7 @@ def train_detector(
     out_dir: str | Path,
     metrics_path: str | Path,
     progress: bool = True,
+    run_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train the detector on a YOLO data set and score it on the val split.
 
@@ -187,6 +207,8 @@ def train_detector(
         out_dir: Folder for ``best.pt`` and the run's records; created if missing.
         metrics_path: JSON file written with the metrics returned.
         progress: Keep Ultralytics' per-epoch progress bars and summaries.
+        run_dir: Keep Ultralytics' run folder (``weights/last.pt`` after every epoch) here
+            instead of a temporary directory; long runs can then be inspected or salvaged.
 
     Returns:
         ``map50``, ``map50_95``, ``precision``, ``recall`` (fractions in [0, 1], from a
@@ -209,10 +231,13 @@ def train_detector(
 
     from ultralytics import YOLO
 
+    # Ultralytics writes label caches next to the labels; the data set is another stage's output,
+    # so the caches it creates are removed again at the end (existing ones are left alone)
+    caches_before = set(_label_caches(data_yaml))
     device = resolve_device(params.device)
     trainer_cls = _make_trainer_class(TrackingAugment(augment, seed=params.seed))
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="motops-yolo-") as tmp, _local_fonts_only():
+    with _run_folder(run_dir) as tmp, _local_fonts_only():
         model = YOLO(start, task="detect")
         model.train(
             trainer=trainer_cls,
@@ -223,6 +248,8 @@ def train_detector(
             lr0=params.lr0,
             optimizer="SGD",  # 'auto' would ignore lr0 and pick its own optimizer and rate
             patience=params.patience,
+            warmup_epochs=params.warmup_epochs,
+            close_mosaic=params.close_mosaic,
             device=device,
             workers=params.workers,
             seed=params.seed,
@@ -256,6 +283,8 @@ def train_detector(
             name="val",
             exist_ok=True,
         )
+    for cache in set(_label_caches(data_yaml)) - caches_before:
+        cache.unlink(missing_ok=True)
     box = val.box
     metrics: dict[str, Any] = {
         "map50": _fraction(box.map50),
@@ -272,3 +301,40 @@ def train_detector(
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return metrics
+
+
+def plot_history(history: list[dict[str, float | int]], path: str | Path) -> Path:
+    """Write a PNG of a detector run: losses per epoch (left), val precision/recall/mAP per epoch (right).
+
+    Args:
+        history: Rows of Ultralytics' ``results.csv`` (see :func:`train_detector`'s ``history``).
+        path: Destination PNG (folders are created).
+
+    Returns:
+        ``path``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(10, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax_loss, ax_val = fig.subplots(1, 2)
+    epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
+    for key, label in (("train/box_loss", "box"), ("train/cls_loss", "cls"), ("train/dfl_loss", "dfl")):
+        if history and key in history[0]:
+            ax_loss.plot(epochs, [row.get(key, float("nan")) for row in history], marker="o", label=label)
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="Detector losses")
+    ax_loss.legend()
+    ax_loss.grid(alpha=0.3)
+    for key, label in (("metrics/precision(B)", "precision"), ("metrics/recall(B)", "recall"),
+                       ("metrics/mAP50(B)", "mAP50"), ("metrics/mAP50-95(B)", "mAP50-95")):
+        if history and key in history[0]:
+            ax_val.plot(epochs, [row.get(key, float("nan")) for row in history], marker="o", label=label)
+    ax_val.set(xlabel="epoch", ylabel="val score", title="Detector on the val sequences", ylim=(0, 1))
+    ax_val.legend()
+    ax_val.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path

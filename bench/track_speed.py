@@ -1,0 +1,162 @@
+"""End-to-end tracking speed and accuracy: ``motops track`` (ONNX Runtime) against Ultralytics' ``YOLO.track()``.
+
+Same weights, same footage, same run. The footage is a 640x360 synthetic sequence rendered
+here with a seed the pipeline never trains on (30 fps, static camera, a crowd), so it has
+ground truth and IDF1/HOTA are scored with TrackEval for every run:
+
+* ``ultralytics``: ``YOLO(weights).track(frames, imgsz, stream=True)`` with its default
+  tracker configuration (BoT-SORT, sparse optical-flow camera-motion compensation), PyTorch on the CPU;
+* ``motops``: the engine bundle (ONNX Runtime; the INT8 ReID where the bundle has one) through
+  :func:`motops.tracking.runner.track_source`, detector every frame;
+* ``motops detect_every=N``: the same, detector every N-th frame, optical flow in between.
+
+Each configuration is run ``--repeats`` times interleaved; the median FPS is reported.
+Prints a table and the ratios the targets speak of, writes JSON and a plot of FPS against IDF1.
+
+Usage:
+    python bench/track_speed.py --engine models/release --weights models/detector/best.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _footage(out: Path, frames: int, seed: int, people: int) -> Path:
+    from motops.config import SyntheticParams
+    from motops.data.synthetic import synthesize
+
+    spec = SyntheticParams(sequences=1, frames=frames, seed=seed, fps=(30.0,), camera=("static",), people=(people,))
+    return synthesize(out, spec)[0]
+
+
+def _ultralytics(weights: Path, img_dir: Path, imgsz: int) -> tuple[pl.DataFrame, float, int]:
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights), task="detect")
+    files = sorted(img_dir.iterdir())
+    rows = []
+    start = time.perf_counter()
+    for frame, result in enumerate(
+        model.track(source=str(img_dir), imgsz=imgsz, stream=True, verbose=False, persist=True, device="cpu",
+                    classes=[0]),
+        start=1,
+    ):
+        boxes = result.boxes
+        if boxes is None or boxes.id is None:
+            continue
+        xyxy = boxes.xyxy.numpy()
+        for (x1, y1, x2, y2), tid, conf in zip(xyxy, boxes.id.numpy(), boxes.conf.numpy(), strict=True):
+            rows.append((frame, int(tid), float(x1), float(y1), float(x2 - x1), float(y2 - y1), float(conf)))
+    seconds = time.perf_counter() - start
+    table = pl.DataFrame(rows, schema=["frame", "id", "left", "top", "width", "height", "conf"], orient="row")
+    return table, len(files) / seconds, len(files)
+
+
+def _motops(engine_dir: Path, img_dir: Path, detect_every: int, work: Path) -> tuple[pl.DataFrame, float, dict]:
+    from motops.evaluation.run import _read_tracks
+    from motops.export.bundle import load_bundle
+    from motops.tracking.runner import track_source
+
+    engine = load_bundle(engine_dir, backend="onnxruntime")
+    kwargs = engine.track_kwargs()
+    kwargs["detect_every"] = detect_every
+    out = work / f"motops-de{detect_every}"
+    summary = track_source(img_dir, out_dir=out, write_video=False, progress=False, **kwargs)
+    return _read_tracks(out / "tracks.txt"), summary["fps"], summary
+
+
+def _score(gt_dir: Path, table: pl.DataFrame) -> dict:
+    from motops.data.mot import read_mot_sequence, read_seqinfo
+    from motops.evaluation import score
+
+    _, gt = read_mot_sequence(gt_dir)
+    info = read_seqinfo(gt_dir / "seqinfo.ini")
+    gt_table = gt.select("frame", "id", "left", "top", "width", "height", "conf", "class", "visibility")
+    m = score({info.name: gt_table}, {info.name: table}, {info.name: info}).combined
+    return {"idf1": m.idf1, "hota": m.hota, "mota": m.mota, "idsw": m.idsw}
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for row in rows:
+        ax.scatter(row["fps"], row["idf1"], s=60)
+        ax.annotate(row["name"], (row["fps"], row["idf1"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.axvline(15, color="grey", linestyle=":", linewidth=1, label="15 FPS target")
+    ax.set(xlabel="frames per second (end to end, this CPU)", ylabel="IDF1", title="Tracking: speed against accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--engine", type=Path, default=ROOT / "models" / "release")
+    parser.add_argument("--weights", type=Path, default=ROOT / "models" / "detector" / "best.pt")
+    parser.add_argument("--imgsz", type=int, default=320, help="Ultralytics' input size (the engine has its own)")
+    parser.add_argument("--frames", type=int, default=150)
+    parser.add_argument("--people", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=4242)
+    parser.add_argument("--detect-every", type=int, nargs="+", default=[3])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "track_speed.json")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="motops-bench-") as tmp:
+        work = Path(tmp)
+        seq = _footage(work / "footage", args.frames, args.seed, args.people)
+        img_dir = seq / "img1"
+        runs: dict[str, list[tuple[pl.DataFrame, float]]] = {}
+        names = ["ultralytics", "motops", *[f"motops detect_every={n}" for n in args.detect_every]]
+        for _ in range(args.repeats):  # interleaved, so drifting machine load hits every configuration alike
+            table, fps, _ = _ultralytics(args.weights, img_dir, args.imgsz)
+            runs.setdefault("ultralytics", []).append((table, fps))
+            table, fps, _ = _motops(args.engine, img_dir, 1, work)
+            runs.setdefault("motops", []).append((table, fps))
+            for n in args.detect_every:
+                table, fps, _ = _motops(args.engine, img_dir, n, work)
+                runs.setdefault(f"motops detect_every={n}", []).append((table, fps))
+        rows = []
+        for name in names:
+            fps = statistics.median(f for _, f in runs[name])
+            rows.append({"name": name, "fps": fps, "fps_runs": [f for _, f in runs[name]],
+                         **_score(seq, runs[name][-1][0])})
+
+    by = {r["name"]: r for r in rows}
+    print(f"{'configuration':28s} {'FPS':>7s} {'IDF1':>6s} {'HOTA':>6s} {'MOTA':>6s} {'IDSW':>5s}")
+    for r in rows:
+        print(f"{r['name']:28s} {r['fps']:7.1f} {r['idf1']:6.3f} {r['hota']:6.3f} {r['mota']:6.3f} {r['idsw']:5d}")
+    ratios = {"motops_vs_ultralytics_fps": by["motops"]["fps"] / by["ultralytics"]["fps"]}
+    for n in args.detect_every:
+        key = f"motops detect_every={n}"
+        ratios[f"detect_every_{n}_speedup"] = by[key]["fps"] / by["motops"]["fps"]
+        ratios[f"detect_every_{n}_idf1_drop_points"] = 100 * (by["motops"]["idf1"] - by[key]["idf1"])
+    for key, value in ratios.items():
+        print(f"{key}: {value:.2f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"frames": args.frames, "people": args.people, "seed": args.seed, "size": [640, 360],
+            "engine": str(args.engine), "weights": str(args.weights), "ultralytics_imgsz": args.imgsz,
+            "repeats": args.repeats}
+    args.out.write_text(json.dumps({"settings": meta, "runs": rows, "ratios": ratios}, indent=2) + "\n")
+    _plot(rows, args.out.with_suffix(".png"))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Prefect flow ``retrain``: new footage in the inbox -> versioned with DVC -> the whole pipeline -> gate -> register.
+
+1. Look for new batches in ``orchestration.inbox`` (a folder or ``s3://BUCKET/PREFIX``); with
+   none, the run ends early and says so (nothing is trained, nothing is registered).
+2. Admit each batch (:mod:`motops.data.inbox`): copy it to ``data/raw/NAME``, read it as
+   ``ingest`` will (a malformed batch fails the run before anything is versioned),
+   ``dvc add`` it, list it in ``data.sources``; commit the ``.dvc`` file and ``params.yaml``.
+3. Run every DVC stage as a Prefect task (the ``pipeline`` flow's task: DVC's Python API,
+   retries and timeouts from ``orchestration``): validate -> ... -> gate -> register.
+4. Commit ``dvc.lock`` and the metrics, ``dvc push``.
+
+Run it once:   python flows/retrain.py [--repo .]
+On a schedule: motops schedule  (serves this flow with ``orchestration.retrain_cron``; see prefect.yaml)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pipeline import pipeline  # noqa: E402  (the flow next to this file)
+
+from motops.config import load_params  # noqa: E402
+from motops.data.inbox import Batch, admit_batch, find_new_batches  # noqa: E402
+
+
+def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=repo, check=check, capture_output=True, text=True)
+
+
+def _dvc() -> str:
+    candidate = Path(sys.executable).parent / "dvc"
+    return str(candidate) if candidate.exists() else "dvc"
+
+
+def _commit(repo: Path, paths: list[str], message: str) -> str | None:
+    """Stage ``paths`` (those that exist) and commit; the new commit's hash, or None when nothing changed."""
+    existing = [p for p in paths if (repo / p).exists()]
+    if existing:
+        _git(repo, "add", "--", *existing)
+    if _git(repo, "diff", "--cached", "--quiet", check=False).returncode == 0:
+        return None
+    _git(repo, "commit", "-q", "-m", message)
+    return _git(repo, "rev-parse", "HEAD").stdout.strip()
+
+
+@task(name="find-new-footage")
+def find_new(repo: str, inbox: str, raw_dir: str, endpoint_url: str | None) -> list[Batch]:
+    inbox_path = inbox if inbox.startswith("s3://") or Path(inbox).is_absolute() else str(Path(repo) / inbox)
+    if not inbox_path.startswith("s3://") and not Path(inbox_path).exists():
+        return []
+    return find_new_batches(inbox_path, Path(repo) / raw_dir, endpoint_url=endpoint_url)
+
+
+@task(name="admit-footage")
+def admit(repo: str, batch: Batch, raw_dir: str, endpoint_url: str | None) -> dict:
+    return admit_batch(batch, Path(repo), raw_dir=raw_dir, endpoint_url=endpoint_url, dvc=_dvc())
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(repo_dir: str = ".", params_file: str = "params.yaml") -> dict:
+    """Retrain on new footage when there is some; see the module docstring.
+
+    Returns:
+        ``{"new_footage": [admitted batches], "ran": bool, "stages": {stage: ran}, "register": {...},
+        "commits": [hashes], "message": str}``.
+    """
+    logger = get_run_logger()
+    repo = Path(repo_dir).resolve()
+    params = load_params(repo / params_file)
+    cfg = params.orchestration
+    batches = find_new(str(repo), cfg.inbox, params.data.raw_dir, cfg.inbox_endpoint_url)
+    if not batches:
+        message = f"no new footage in {cfg.inbox}; nothing to do"
+        logger.info(message)
+        return {"new_footage": [], "ran": False, "stages": {}, "register": None, "commits": [], "message": message}
+
+    admitted = [admit(str(repo), b, params.data.raw_dir, cfg.inbox_endpoint_url) for b in batches]
+    names = ", ".join(a["name"] for a in admitted)
+    logger.info("new footage: %s", names)
+    commits = []
+    if cfg.commit:
+        paths = [a["dvc_file"] for a in admitted] + [params_file, f"{params.data.raw_dir}/.gitignore"]
+        commits.append(_commit(repo, paths, f"retrain: new footage {names}"))
+
+    stages = pipeline(repo_dir=str(repo), params_file=params_file)
+    register_file = repo / "metrics" / "register.json"
+    registered = json.loads(register_file.read_text()) if register_file.is_file() else None
+    if cfg.commit:
+        lock_paths = ["dvc.lock", "metrics", "reports/detector_training.png", "reports/reid_training.png",
+                      ".gitignore", "data/.gitignore", "models/.gitignore", "reports/.gitignore"]
+        commits.append(_commit(repo, lock_paths, f"retrain: pipeline run on {names}"))
+    if cfg.push:
+        subprocess.run([_dvc(), "push", "-q"], cwd=repo, check=True, capture_output=True, text=True)
+    version = (registered or {}).get("version")
+    message = (f"retrained on {names}: " + (f"model version {version} registered as challenger"
+               if registered and registered.get("created") else
+               f"nothing registered ({(registered or {}).get('reason', 'see metrics/gate.json')})"))
+    logger.info(message)
+    return {"new_footage": admitted, "ran": True, "stages": stages, "register": registered,
+            "commits": [c for c in commits if c], "message": message}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repo", default=".")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    print(json.dumps(retrain(repo_dir=args.repo, params_file=args.params), indent=2, default=str))
