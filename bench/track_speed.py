@@ -62,7 +62,8 @@ def _ultralytics(weights: Path, img_dir: Path, imgsz: int) -> tuple[pl.DataFrame
     return table, len(files) / seconds, len(files)
 
 
-def _motops(engine_dir: Path, img_dir: Path, detect_every: int, work: Path) -> tuple[pl.DataFrame, float, dict]:
+def _motops(engine_dir: Path, img_dir: Path, detect_every: int, work: Path,
+            tracker: str | None = None) -> tuple[pl.DataFrame, float, dict]:
     from motops.evaluation.run import _read_tracks
     from motops.export.bundle import load_bundle
     from motops.tracking.runner import track_source
@@ -70,7 +71,11 @@ def _motops(engine_dir: Path, img_dir: Path, detect_every: int, work: Path) -> t
     engine = load_bundle(engine_dir, backend="onnxruntime")
     kwargs = engine.track_kwargs()
     kwargs["detect_every"] = detect_every
-    out = work / f"motops-de{detect_every}"
+    if tracker == "bytetrack":  # motion only
+        kwargs.update(tracker="bytetrack", reid=None)
+    elif tracker == "botsort-noreid":
+        kwargs.update(reid=None)
+    out = work / f"motops-de{detect_every}-{tracker or 'engine'}"
     summary = track_source(img_dir, out_dir=out, write_video=False, progress=False, **kwargs)
     return _read_tracks(out / "tracks.txt"), summary["fps"], summary
 
@@ -115,6 +120,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=4242)
     parser.add_argument("--detect-every", type=int, nargs="+", default=[3])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--variants", nargs="*", default=[], choices=["bytetrack", "botsort-noreid"],
+                        help="also run the engine with these trackers instead of its own (detector every frame)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "track_speed.json")
     args = parser.parse_args()
 
@@ -123,7 +130,8 @@ def main() -> None:
         seq = _footage(work / "footage", args.frames, args.seed, args.people)
         img_dir = seq / "img1"
         runs: dict[str, list[tuple[pl.DataFrame, float]]] = {}
-        names = ["ultralytics", "motops", *[f"motops detect_every={n}" for n in args.detect_every]]
+        names = ["ultralytics", "motops", *[f"motops detect_every={n}" for n in args.detect_every],
+                 *[f"motops {v}" for v in args.variants]]
         for _ in range(args.repeats):  # interleaved, so drifting machine load hits every configuration alike
             table, fps, _ = _ultralytics(args.weights, img_dir, args.imgsz)
             runs.setdefault("ultralytics", []).append((table, fps))
@@ -132,6 +140,9 @@ def main() -> None:
             for n in args.detect_every:
                 table, fps, _ = _motops(args.engine, img_dir, n, work)
                 runs.setdefault(f"motops detect_every={n}", []).append((table, fps))
+            for variant in args.variants:
+                table, fps, _ = _motops(args.engine, img_dir, 1, work, tracker=variant)
+                runs.setdefault(f"motops {variant}", []).append((table, fps))
         rows = []
         for name in names:
             fps = statistics.median(f for _, f in runs[name])

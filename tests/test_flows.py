@@ -59,3 +59,20 @@ def test_flow_fails_at_validate_on_bad_data_and_records_nothing(project, harness
     assert isinstance(state, State) and state.is_failed()
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert "validate" not in lock["stages"]  # ingest ran; nothing after the failed check was recorded
+
+
+def test_deployments_serve_retrain_on_the_cron_schedule_and_refuse_a_bad_one():
+    from motops.errors import ConfigError
+    from motops.orchestration import build_deployments
+
+    deployments = {d.name: d for d in build_deployments(ROOT, cron="0 3 * * 1")}
+    assert set(deployments) == {"retrain", "promote", "publish", "pipeline"}
+    crons = [s.schedule.cron for s in deployments["retrain"].schedules]
+    assert crons == ["0 3 * * 1"]
+    assert not deployments["promote"].schedules and deployments["publish"].parameters == {"repo_dir": str(ROOT)}
+    prefect_yaml = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    assert {d["name"] for d in prefect_yaml["deployments"]} == set(deployments)
+    for entry in prefect_yaml["deployments"]:
+        assert (ROOT / entry["entrypoint"].split(":")[0]).is_file()
+    with pytest.raises(ConfigError, match="not a cron expression"):
+        build_deployments(ROOT, cron="every monday")

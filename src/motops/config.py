@@ -270,7 +270,7 @@ class ExportParams(_Section):
     parity_cosine: Fraction = 0.999
     engine_dir: str = "models/engine"
     imgsz: tuple[ImageSide, ImageSide] | None = Field(
-        default=None,
+        default=(192, 320),
         description="(H, W) of the exported detector; null: detector.imgsz square. Footage of one aspect "
         "ratio runs faster at a matching rectangle, e.g. [192, 320] for 16:9 at 320.",
     )
@@ -288,7 +288,11 @@ class TrackParams(_Section):
     match_thresh: Fraction = Field(default=0.8, description="Largest matching cost (1 - IoU) accepted.")
     track_buffer: PositiveInt = Field(default=30, description="Frames a lost track is kept (at 30 fps; scaled by fps).")
     fuse_score: bool = True
-    with_reid: bool = True
+    with_reid: bool = Field(
+        default=False,
+        description="BoT-SORT appearance from the ReID branch. On this 2-core CPU it costs ~3.5x the frame time for "
+        "~1 IDF1 point, so it is off by default; turn it on where the ReID runs on a GPU (TensorRT).",
+    )
     proximity_thresh: Fraction = Field(default=0.5, description="Smallest IoU for appearance to be considered.")
     appearance_thresh: Fraction = Field(
         default=0.25,

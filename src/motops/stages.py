@@ -265,8 +265,8 @@ def export(params: Params, root: Path = Path(".")) -> dict:
             reid_int8_map_drop=int8["map_drop"], reid_int8_mean_cosine=int8["mean_cosine"],
         )
     summary["tensorrt_built"] = bool(report["tensorrt"].get("built"))
-    _write_json(root / "metrics" / "export.json", {**summary, "model_version": report["model_version"],
-                                                    "details": report})
+    # the full parity and INT8 reports are in the bundle's manifest (extra.parity, extra.int8)
+    _write_json(root / "metrics" / "export.json", {**summary, "model_version": report["model_version"]})
     print(f"export: bundle {params.export.engine_dir} ({report['model_version']}); TensorRT: "
           f"{'built' if summary['tensorrt_built'] else report['tensorrt'].get('reason')}")
     return report

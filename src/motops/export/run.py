@@ -208,7 +208,10 @@ def export_engine(params: Params, root: Path = Path("."), *, progress: bool = Tr
                                  else "export.int8_reid and export.int8_detector are false"},
             "tensorrt": trt_entry,
         },
-        extra={"parity": {"detector": _brief(report["detector_parity"]), "reid": _brief(report["reid_parity"])}},
+        extra={
+            "parity": {"detector": _brief(report["detector_parity"]), "reid": _brief(report["reid_parity"])},
+            "int8": {"reid": report["int8_reid"], "detector": report["int8_detector"]},
+        },
     )
     report["model_version"] = version
     report["bundle"] = str(cfg.engine_dir)
