@@ -64,7 +64,7 @@ def _ultralytics(weights: Path, img_dir: Path, imgsz: int) -> tuple[pl.DataFrame
 
 def _motops(engine_dir: Path, img_dir: Path, detect_every: int, work: Path,
             tracker: str | None = None) -> tuple[pl.DataFrame, float, dict]:
-    from motops.evaluation.run import _read_tracks
+    from motops.data.mot import read_mot_txt
     from motops.export.bundle import load_bundle
     from motops.tracking.runner import track_source
 
@@ -77,7 +77,8 @@ def _motops(engine_dir: Path, img_dir: Path, detect_every: int, work: Path,
         kwargs.update(reid=None)
     out = work / f"motops-de{detect_every}-{tracker or 'engine'}"
     summary = track_source(img_dir, out_dir=out, write_video=False, progress=False, **kwargs)
-    return _read_tracks(out / "tracks.txt"), summary["fps"], summary
+    tracks = read_mot_txt(out / "tracks.txt", sequence=img_dir.parent.name, min_columns=6, allow_empty=True)
+    return tracks, summary["fps"], summary
 
 
 def _score(gt_dir: Path, table: pl.DataFrame) -> dict:

@@ -94,8 +94,7 @@ def retrain(repo_dir: str = ".", params_file: str = "params.yaml") -> dict:
     register_file = repo / "metrics" / "register.json"
     registered = json.loads(register_file.read_text()) if register_file.is_file() else None
     if cfg.commit:
-        lock_paths = ["dvc.lock", "metrics", "reports/detector_training.png", "reports/reid_training.png",
-                      ".gitignore", "data/.gitignore", "models/.gitignore", "reports/.gitignore"]
+        lock_paths = ["dvc.lock", "metrics", ".gitignore", "data/.gitignore", "models/.gitignore", "reports/.gitignore"]
         commits.append(_commit(repo, lock_paths, f"retrain: pipeline run on {names}"))
     if cfg.push:
         subprocess.run([_dvc(), "push", "-q"], cwd=repo, check=True, capture_output=True, text=True)

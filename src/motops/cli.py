@@ -25,10 +25,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_fail = fail
-_params = params_from
-
-
 @app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Output folder (MOTChallenge layout: OUT/SEQ/img1, gt, seqinfo.ini).")],
@@ -49,7 +45,7 @@ def synth(
     from motops.data.synthetic import synthesize
 
     try:
-        base = _params(params_file, overrides).data.synthetic.model_dump()
+        base = params_from(params_file, overrides).data.synthetic.model_dump()
         given = {
             "sequences": sequences,
             "frames": frames,
@@ -65,7 +61,7 @@ def synth(
         settings = _validated_synthetic({**base, **{k: v for k, v in given.items() if v is not None}})
         folders = synthesize(out, settings)
     except MotopsError as exc:
-        raise _fail(exc, 2) from None
+        raise fail(exc, 2) from None
     typer.echo(f"wrote {len(folders)} sequences to {out}")
 
 
@@ -95,9 +91,9 @@ def ingest(params_file: ParamsOption = Path("params.yaml"), overrides: SetOption
     from motops import stages
 
     try:
-        stages.ingest(_params(params_file, overrides))
+        stages.ingest(params_from(params_file, overrides))
     except MotopsError as exc:
-        raise _fail(exc, 2) from None
+        raise fail(exc, 2) from None
 
 
 @app.command()
@@ -118,7 +114,7 @@ def validate(
     from motops.validation.run import check_or_raise, validate_dataset
 
     try:
-        params = _params(params_file, overrides)
+        params = params_from(params_file, overrides)
         settings = params.validation.model_copy(update={"check_images": images and params.validation.check_images})
         if data_dir is None:
             sequences = pl.read_parquet(params.data.sequences_table)
@@ -132,7 +128,7 @@ def validate(
         typer.secho(f"validation FAILED\n{exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     except (MotopsError, FileNotFoundError) as exc:
-        raise _fail(exc, 2) from None
+        raise fail(exc, 2) from None
     typer.echo(f"validation passed: {len(sequences)} sequences, {len(annotations)} boxes; report in {out}")
 
 
@@ -170,7 +166,7 @@ def track(
     from motops.tracking.runner import track_source, tracker_params_from
 
     try:
-        params = _params(params_file, overrides)
+        params = params_from(params_file, overrides)
         settings = params.track.model_copy(
             update={k: v for k, v in {"backend": backend, "tracker": tracker, "detect_every": detect_every}.items()
                     if v is not None}
@@ -195,9 +191,9 @@ def track(
             }
         summary = track_source(source, out_dir=out, write_video=video, max_frames=max_frames, **run)
     except (MotopsError, FileNotFoundError) as exc:
-        raise _fail(exc, 2) from None
+        raise fail(exc, 2) from None
     except ValueError as exc:  # pydantic's ValidationError included
-        raise _fail(ConfigError(str(exc)), 2) from None
+        raise fail(ConfigError(str(exc)), 2) from None
     latency = {k: round(v["p50"], 2) for k, v in summary["latency_ms"].items() if isinstance(v, dict) and "p50" in v}
     typer.echo(json.dumps({"frames": summary["frames"], "fps": round(summary["fps"], 2), "p50_ms": latency,
                            "out": str(out)}, indent=2))
@@ -228,7 +224,7 @@ def bundle_verify(
     try:
         report = verify_bundle(path)
     except MotopsError as exc:
-        raise _fail(exc, 2) from None
+        raise fail(exc, 2) from None
     if not report.ok:
         typer.secho(f"bundle {path} FAILED verification:", fg=typer.colors.RED, err=True)
         for problem in report.problems:
@@ -243,9 +239,9 @@ def report(params_file: ParamsOption = Path("params.yaml"), overrides: SetOption
     import json
 
     try:
-        params = _params(params_file, overrides)
+        params = params_from(params_file, overrides)
     except MotopsError as exc:
-        raise _fail(exc, 2) from None
+        raise fail(exc, 2) from None
     summary_path = Path(params.validation.report_dir) / "summary.json"
     if not summary_path.is_file():
         typer.secho(f"no pipeline results yet ({summary_path} is missing): run `make pipeline`", err=True)
@@ -301,9 +297,9 @@ def evaluate(params_file: ParamsOption = Path("params.yaml"), overrides: SetOpti
     from motops.stages import evaluate as run
 
     try:
-        run(_params(params_file, overrides))
+        run(params_from(params_file, overrides))
     except MotopsError as exc:
-        raise _fail(exc, 2) from None
+        raise fail(exc, 2) from None
 
 
 registry_app = typer.Typer(help="The MLflow model registry: versions, aliases, gate tables, lineage.",
@@ -319,9 +315,10 @@ def registry_show(params_file: ParamsOption = Path("params.yaml"), overrides: Se
     from motops.registry.mlflow_registry import show
 
     try:
-        typer.echo(json.dumps(show(_params(params_file, overrides).registry, root=Path.cwd()), indent=2, default=str))
+        registry = params_from(params_file, overrides).registry
+        typer.echo(json.dumps(show(registry, root=Path.cwd()), indent=2, default=str))
     except MotopsError as exc:
-        raise _fail(exc, 2) from None
+        raise fail(exc, 2) from None
 
 
 @app.command()
@@ -340,7 +337,7 @@ def promote(
     from motops.registry.gates import format_gate_table
 
     try:
-        params = _params(params_file, overrides)
+        params = params_from(params_file, overrides)
         if rollback:
             result = reg.rollback(params.registry, root=Path.cwd())
         else:
@@ -353,7 +350,7 @@ def promote(
         typer.echo(format_gate_table(exc.gate), err=True)
         raise typer.Exit(1) from None
     except MotopsError as exc:
-        raise _fail(exc, 2) from None
+        raise fail(exc, 2) from None
     typer.echo(json.dumps(result, indent=2, default=str))
 
 
@@ -368,10 +365,10 @@ def schedule(
     from motops.orchestration import serve_deployments
 
     try:
-        params = _params(params_file, overrides)
+        params = params_from(params_file, overrides)
         serve_deployments(repo.resolve(), cron=cron or params.orchestration.retrain_cron)
     except MotopsError as exc:
-        raise _fail(exc, 2) from None
+        raise fail(exc, 2) from None
 
 
 def _sources(params: Params) -> list[str]:
@@ -382,9 +379,9 @@ def _sources(params: Params) -> list[str]:
 def show_params(params_file: ParamsOption = Path("params.yaml"), overrides: SetOption = None) -> None:
     """Check the params file and print every key with its effective value."""
     try:
-        typer.echo(dump_params(_params(params_file, overrides)), nl=False)
+        typer.echo(dump_params(params_from(params_file, overrides)), nl=False)
     except MotopsError as exc:
-        raise _fail(exc, 2) from None
+        raise fail(exc, 2) from None
 
 
 def _mount_fleet() -> None:

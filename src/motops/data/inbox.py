@@ -127,19 +127,10 @@ def find_new_batches(inbox: str, raw_dir: Path, *, endpoint_url: str | None = No
 
 def _check_readable(path: Path, fmt: str) -> int:
     """Read the batch as ingest will; return its sequence count. Raises DataFormatError when malformed."""
+    from motops.data.ingest import read_source
+
     with tempfile.TemporaryDirectory(prefix="motops-inbox-check-") as tmp:
-        if fmt == "mot":
-            from motops.data.mot import read_mot_dataset
-
-            seqs, _ = read_mot_dataset(path, source="mot")
-        elif fmt == "cvat":
-            from motops.data.cvat import read_cvat_mot_zip
-
-            seqs, _ = read_cvat_mot_zip(path, out_dir=Path(tmp))
-        else:
-            from motops.data.visdrone import read_visdrone
-
-            seqs, _ = read_visdrone(path, out_dir=Path(tmp))
+        seqs, _ = read_source(fmt, path, staging=Path(tmp))
     if seqs.height == 0:
         raise DataFormatError(path, f"no sequences found in this {fmt} batch")
     return seqs.height

@@ -149,18 +149,31 @@ def ingest(
     return sequences, annotations
 
 
+def read_source(
+    fmt: str, path: Path, *, staging: Path, fps: float = 30.0, name: str | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Read one source of format ``fmt`` (``synthetic``, ``mot``, ``cvat``, ``visdrone``) with its reader.
+
+    CVAT and VisDrone sources are converted into ``staging`` (MOTChallenge layout) first, with
+    frame rate ``fps`` (their formats do not record it).
+
+    Returns:
+        ``(sequences, annotations)`` as the readers return them.
+    """
+    if fmt in ("synthetic", "mot"):
+        return read_mot_dataset(path, source=fmt)
+    if fmt == "cvat":
+        return read_cvat_mot_zip(path, out_dir=staging, fps=fps, name=name)
+    return read_visdrone(path, out_dir=staging, fps=fps)
+
+
 def _collect(parsed: list[_Source], staging: Path) -> list[tuple[dict, pl.DataFrame]]:
     """Read every source; refuse names shared by two sources."""
     owners: dict[str, _Source] = {}
     pending: list[tuple[dict, pl.DataFrame]] = []
     for index, source in enumerate(parsed):
-        if source.format in ("synthetic", "mot"):
-            seqs, anns = read_mot_dataset(source.path, source=source.format)
-        elif source.format == "cvat":
-            seqs, anns = read_cvat_mot_zip(source.path, out_dir=staging / str(index), fps=source.fps,
-                                           name=source.name)
-        else:
-            seqs, anns = read_visdrone(source.path, out_dir=staging / str(index), fps=source.fps)
+        seqs, anns = read_source(source.format, source.path, staging=staging / str(index), fps=source.fps,
+                                 name=source.name)
         by_name = anns.partition_by("sequence", as_dict=True) if anns.height else {}
         for row in seqs.iter_rows(named=True):
             name = row["sequence"]

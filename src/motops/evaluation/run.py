@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from motops.config import Params
-from motops.data.mot import SeqInfo
+from motops.data.mot import SeqInfo, read_mot_txt
 from motops.errors import DataFormatError
 
 #: Keys of ``metrics/eval.json`` (combined and per sequence).
@@ -161,7 +161,7 @@ def evaluate_engine(params: Params, root: Path = Path("."), *, progress: bool = 
         summaries[seq] = summary
         tracks = run_dir / "tracks.txt"
         (out / "tracks" / f"{seq}.txt").write_bytes(tracks.read_bytes())
-        results[seq] = _read_tracks(tracks)
+        results[seq] = read_mot_txt(tracks, sequence=seq, min_columns=6, allow_empty=True)
 
     # 4. TrackEval
     result = score(gt, results, seqinfo)
@@ -202,16 +202,6 @@ def evaluate_engine(params: Params, root: Path = Path("."), *, progress: bool = 
     rewrite_bundle(engine_dir, root / cfg.release_dir, tracker=tracker_cfg,
                    metrics={**engine.manifest.get("metrics", {}), "tracking": gated})
     return metrics
-
-
-def _read_tracks(path: Path) -> pl.DataFrame:
-    cols = ["frame", "id", "left", "top", "width", "height", "conf"]
-    text = path.read_text().strip()
-    if not text:
-        return pl.DataFrame(schema={c: (pl.Int64 if c in ("frame", "id") else pl.Float64) for c in cols})
-    a = np.loadtxt(path, delimiter=",", ndmin=2)[:, :7]
-    df = pl.DataFrame(a, schema=cols, orient="row")
-    return df.with_columns(pl.col("frame").cast(pl.Int64), pl.col("id").cast(pl.Int64))
 
 
 def _latency(summaries: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:

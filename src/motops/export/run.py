@@ -174,9 +174,8 @@ def export_engine(params: Params, root: Path = Path("."), *, progress: bool = Tr
     else:
         report["int8_detector"] = {"skipped": "export.int8_detector is false"}
 
-    trt_models = {role: path for role, path in files.items()}
     trt_entry, plans = build_plans_or_skip(
-        trt_models, work / "plans", fp16=cfg.tensorrt.fp16, int8=cfg.tensorrt.int8,
+        dict(files), work / "plans", fp16=cfg.tensorrt.fp16, int8=cfg.tensorrt.int8,
         workspace_gb=cfg.tensorrt.workspace_gb, timing_cache=root / "models" / "tensorrt.cache",
     )
     report["tensorrt"] = trt_entry
@@ -185,11 +184,9 @@ def export_engine(params: Params, root: Path = Path("."), *, progress: bool = Tr
 
     _, reid_meta = load_reid(reid_pt)
     version = model_version([det_pt, reid_pt])
-    det_metrics = json.loads((root / "metrics" / "detector.json").read_text()) if (
-        root / "metrics" / "detector.json").is_file() else {}
-    reid_metrics = json.loads((root / "metrics" / "reid.json").read_text()) if (
-        root / "metrics" / "reid.json").is_file() else {}
+    det_metrics, reid_metrics = (_read_json(root / "metrics" / f"{name}.json") for name in ("detector", "reid"))
     h, w = imgsz
+    has_int8 = "reid_int8" in files or "detector_int8" in files
     write_bundle(
         root / cfg.engine_dir,
         files=files,
@@ -203,9 +200,8 @@ def export_engine(params: Params, root: Path = Path("."), *, progress: bool = Tr
         },
         backends={
             "onnxruntime": {"built": True, "reason": None},
-            "onnxruntime_int8": {"built": "reid_int8" in files or "detector_int8" in files,
-                                 "reason": None if "reid_int8" in files or "detector_int8" in files
-                                 else "export.int8_reid and export.int8_detector are false"},
+            "onnxruntime_int8": {"built": has_int8,
+                                 "reason": None if has_int8 else "export.int8_reid and export.int8_detector are false"},
             "tensorrt": trt_entry,
         },
         extra={
@@ -217,6 +213,10 @@ def export_engine(params: Params, root: Path = Path("."), *, progress: bool = Tr
     report["bundle"] = str(cfg.engine_dir)
     shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _brief(parity: dict[str, Any]) -> dict[str, Any]:

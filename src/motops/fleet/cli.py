@@ -37,10 +37,6 @@ edge_app = typer.Typer(
 )
 
 
-_fail = fail
-_params = params_from
-
-
 def _exit_code(exc: MotopsError) -> int:
     from motops.export.bundle import BundleError
     from motops.fleet.signing import SigningKeyError
@@ -84,7 +80,7 @@ def publish(
     from motops.fleet.publish import publish_bundle, publish_model
 
     try:
-        params = _params(params_file, overrides)
+        params = params_from(params_file, overrides)
         if bundle is not None and model_uri is not None:
             raise ConfigError("give at most one of --bundle DIR or --model-uri URI")
         if create_bucket:
@@ -108,7 +104,7 @@ def publish(
                 on_progress=progress,
             )
     except MotopsError as exc:
-        raise _fail(exc, _exit_code(exc)) from None
+        raise fail(exc, _exit_code(exc)) from None
     _echo_json(result)
 
 
@@ -116,7 +112,7 @@ def _agent(install_dir: Path | None, public_key: Path | None, params_file: Path,
     from motops.fleet.agent import EdgeAgent
     from motops.fleet.store import with_env_overrides
 
-    fleet: FleetParams = with_env_overrides(_params(params_file, overrides).fleet)
+    fleet: FleetParams = with_env_overrides(params_from(params_file, overrides).fleet)
     return EdgeAgent(install_dir, fleet, public_key)
 
 
@@ -134,7 +130,7 @@ def edge_sync(
     try:
         result = _agent(install_dir, public_key, params_file, overrides).sync(allow_rollback=allow_rollback)
     except MotopsError as exc:
-        raise _fail(exc, _exit_code(exc)) from None
+        raise fail(exc, _exit_code(exc)) from None
     _echo_json(result)
 
 
@@ -149,7 +145,7 @@ def edge_status(
     try:
         _echo_json(_agent(install_dir, public_key, params_file, overrides).status())
     except MotopsError as exc:
-        raise _fail(exc, _exit_code(exc)) from None
+        raise fail(exc, _exit_code(exc)) from None
 
 
 @edge_app.command("rollback")
@@ -163,7 +159,7 @@ def edge_rollback(
     try:
         _echo_json(_agent(install_dir, public_key, params_file, overrides).rollback())
     except MotopsError as exc:
-        raise _fail(exc, _exit_code(exc)) from None
+        raise fail(exc, _exit_code(exc)) from None
 
 
 @edge_app.command("run")
@@ -187,7 +183,7 @@ def edge_run(
                 "edge run: no trusted public key (set fleet.public_key, MOTOPS_PUBLIC_KEY or --public-key)"
             )
     except MotopsError as exc:
-        raise _fail(exc, _exit_code(exc)) from None
+        raise fail(exc, _exit_code(exc)) from None
     stop = threading.Event()
 
     def _stop(signum: int, frame: Any) -> None:
@@ -215,7 +211,7 @@ def edge_keygen(
     try:
         priv, pub = generate_keypair(private, public, overwrite=force)
     except MotopsError as exc:
-        raise _fail(exc, 2) from None
+        raise fail(exc, 2) from None
     _echo_json({"private_key": str(priv), "public_key": str(pub), "fingerprint": public_key_fingerprint(pub)})
 
 
