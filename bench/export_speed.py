@@ -120,6 +120,45 @@ def _reid_section(work: Path, threads: int, steps: int, rounds: int) -> dict:
     }
 
 
+def _cpu_int8_features() -> dict[str, bool]:
+    """Which x86 dot-product instructions for int8 the CPU has (ONNX Runtime's fast int8 GEMMs need them)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    return {name: name in flags for name in ("avx2", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")}
+
+
+def _int8_reference_section(work: Path, threads: int, rounds: int) -> dict:
+    """INT8 against FP32 ONNX Runtime for a torchvision ResNet-18 (random weights) at the ReID's input size.
+
+    A reference that is not ours: it tells whether a missed INT8 speed-up is the ReID's design
+    or this CPU. Same quantizer settings (:func:`motops.export.quantize.quantize_qdq`).
+    """
+    import torch
+    import torchvision
+
+    from motops.export.quantize import REID_BATCH, _ort_runner, _session, compare_speed, quantize_qdq
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=256).eval()
+    x = torch.rand(REID_BATCH, 3, 128, 64)
+    fp32 = work / "resnet18.onnx"
+    torch.onnx.export(net, x, str(fp32), opset_version=17, input_names=["images"],
+                      dynamic_axes={"images": {0: "batch"}}, dynamo=False)  # fmt: skip
+    rng = np.random.default_rng(0)
+    calib = [rng.random((REID_BATCH, 3, 128, 64), dtype=np.float32) for _ in range(4)]
+    int8 = quantize_qdq(fp32, work / "resnet18.int8.onnx", calib)
+    blob = np.ascontiguousarray(x.numpy())
+    seconds = compare_speed(
+        {"ort_fp32": _ort_runner(_session(fp32, threads), blob), "ort_int8": _ort_runner(_session(int8, threads), blob)},
+        rounds=rounds,
+    )
+    cps = {k: REID_BATCH / v for k, v in seconds.items()}
+    return {"model": "torchvision resnet18, 128x64, random weights", "batch": REID_BATCH, "crops_per_s": cps,
+            "int8_vs_ort_fp32": cps["ort_int8"] / cps["ort_fp32"]}  # fmt: skip
+
+
 def _detector_section(work: Path, threads: int, rounds: int, frame: np.ndarray) -> list[dict]:
     import torch
     from ultralytics import YOLO
@@ -175,6 +214,7 @@ def run(threads: int, reid_steps: int, rounds: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="motops-bench-export-") as tmp:
         work = Path(tmp)
         reid = _reid_section(work, threads, reid_steps, rounds)
+        reference = _int8_reference_section(work, threads, rounds)
         frame = cv2.imread(reid.pop("frame_for_detector"))
         detector = _detector_section(work, threads, rounds, frame)
     return {
@@ -186,8 +226,10 @@ def run(threads: int, reid_steps: int, rounds: int) -> dict:
             "python": sys.version.split()[0],
             "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__,
+            "int8_instructions": _cpu_int8_features(),
         },
         "reid": reid,
+        "int8_reference": reference,
         "detector": detector,
         "targets": {
             "int8_vs_ort_fp32": TARGET_INT8_SPEEDUP,
@@ -225,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         f"rank-1 {r['rank1']['fp32']:.3f} -> {r['rank1']['int8']:.3f}; mAP {r['map']['fp32']:.3f} -> "
         f"{r['map']['int8']:.3f} ({r['queries']} queries)"
     )
+    ref = result["int8_reference"]
+    print(f"reference {ref['model']}: INT8 {ref['int8_vs_ort_fp32']:.2f}x FP32 ORT; "
+          f"CPU int8 instructions: {result['machine']['int8_instructions']}")  # fmt: skip
     print(f"\n{'YOLOv8n, batch 1':<22}{'torch ms':>10}{'ORT ms':>10}{'ORT speedup':>13}")
     for row in result["detector"]:
         for kind, key in (("forward", "forward_ms"), ("backend call", "backend_call_ms")):

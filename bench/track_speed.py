@@ -5,7 +5,11 @@ here with a seed the pipeline never trains on (30 fps, static camera, a crowd), 
 ground truth and IDF1/HOTA are scored with TrackEval for every run:
 
 * ``ultralytics``: ``YOLO(weights).track(frames, imgsz, stream=True)`` with its default
-  tracker configuration (BoT-SORT, sparse optical-flow camera-motion compensation), PyTorch on the CPU;
+  tracker configuration, PyTorch on the CPU. In ultralytics 8.4.190 the default is TrackTrack
+  (``tracktrack.yaml``: high/new-track thresholds 0.6/0.7, sparse-flow camera-motion
+  compensation), not BoT-SORT;
+* ``ultralytics botsort`` (``--ultralytics-trackers botsort.yaml``): the same with its
+  ``botsort.yaml``, the tracker family motops runs;
 * ``motops``: the engine bundle (ONNX Runtime; the INT8 ReID where the bundle has one) through
   :func:`motops.tracking.runner.track_source`, detector every frame;
 * ``motops detect_every=N``: the same, detector every N-th frame, optical flow in between.
@@ -39,16 +43,17 @@ def _footage(out: Path, frames: int, seed: int, people: int) -> Path:
     return synthesize(out, spec)[0]
 
 
-def _ultralytics(weights: Path, img_dir: Path, imgsz: int) -> tuple[pl.DataFrame, float, int]:
+def _ultralytics(weights: Path, img_dir: Path, imgsz: int, tracker: str | None = None) -> tuple[pl.DataFrame, float, int]:
     from ultralytics import YOLO
 
     model = YOLO(str(weights), task="detect")
+    extra = {"tracker": tracker} if tracker else {}  # None: Ultralytics' default tracker
     files = sorted(img_dir.iterdir())
     rows = []
     start = time.perf_counter()
     for frame, result in enumerate(
         model.track(source=str(img_dir), imgsz=imgsz, stream=True, verbose=False, persist=True, device="cpu",
-                    classes=[0]),
+                    classes=[0], **extra),
         start=1,
     ):
         boxes = result.boxes
@@ -60,6 +65,20 @@ def _ultralytics(weights: Path, img_dir: Path, imgsz: int) -> tuple[pl.DataFrame
     seconds = time.perf_counter() - start
     table = pl.DataFrame(rows, schema=["frame", "id", "left", "top", "width", "height", "conf"], orient="row")
     return table, len(files) / seconds, len(files)
+
+
+def _default_tracker() -> str:
+    """The tracker configuration ``YOLO.track()`` uses when given none (it changes between releases)."""
+    import inspect
+
+    from ultralytics.engine.model import Model
+
+    default = inspect.signature(Model.track).parameters.get("tracker")
+    if default is not None and default.default is not inspect.Parameter.empty:
+        return str(default.default)
+    from ultralytics.cfg import get_cfg
+
+    return str(getattr(get_cfg(), "tracker", "unknown"))
 
 
 def _motops(engine_dir: Path, img_dir: Path, detect_every: int, work: Path,
@@ -115,27 +134,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engine", type=Path, default=ROOT / "models" / "release")
     parser.add_argument("--weights", type=Path, default=ROOT / "models" / "detector" / "best.pt")
-    parser.add_argument("--imgsz", type=int, default=320, help="Ultralytics' input size (the engine has its own)")
+    parser.add_argument("--imgsz", type=int, default=None,
+                        help="Ultralytics' input size; default: the longer side of the engine's detector input")
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--people", type=int, default=20)
     parser.add_argument("--seed", type=int, default=4242)
     parser.add_argument("--detect-every", type=int, nargs="+", default=[3])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--ultralytics-trackers", nargs="*", default=["botsort.yaml"],
+                        help="also run YOLO.track() with these tracker configurations besides its default")
     parser.add_argument("--variants", nargs="*", default=[], choices=["bytetrack", "botsort-noreid"],
                         help="also run the engine with these trackers instead of its own (detector every frame)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "track_speed.json")
     args = parser.parse_args()
 
+    if args.imgsz is None:
+        from motops.export.bundle import load_bundle
+
+        args.imgsz = int(max(load_bundle(args.engine, backend="onnxruntime").track_kwargs()["detector"].imgsz))
     with tempfile.TemporaryDirectory(prefix="motops-bench-") as tmp:
         work = Path(tmp)
         seq = _footage(work / "footage", args.frames, args.seed, args.people)
         img_dir = seq / "img1"
         runs: dict[str, list[tuple[pl.DataFrame, float]]] = {}
-        names = ["ultralytics", "motops", *[f"motops detect_every={n}" for n in args.detect_every],
+        ul_extra = [f"ultralytics {Path(t).stem}" for t in args.ultralytics_trackers]
+        names = ["ultralytics", *ul_extra, "motops", *[f"motops detect_every={n}" for n in args.detect_every],
                  *[f"motops {v}" for v in args.variants]]
         for _ in range(args.repeats):  # interleaved, so drifting machine load hits every configuration alike
             table, fps, _ = _ultralytics(args.weights, img_dir, args.imgsz)
             runs.setdefault("ultralytics", []).append((table, fps))
+            for tracker, name in zip(args.ultralytics_trackers, ul_extra, strict=True):
+                table, fps, _ = _ultralytics(args.weights, img_dir, args.imgsz, tracker)
+                runs.setdefault(name, []).append((table, fps))
             table, fps, _ = _motops(args.engine, img_dir, 1, work)
             runs.setdefault("motops", []).append((table, fps))
             for n in args.detect_every:
@@ -155,6 +185,8 @@ def main() -> None:
     for r in rows:
         print(f"{r['name']:28s} {r['fps']:7.1f} {r['idf1']:6.3f} {r['hota']:6.3f} {r['mota']:6.3f} {r['idsw']:5d}")
     ratios = {"motops_vs_ultralytics_fps": by["motops"]["fps"] / by["ultralytics"]["fps"]}
+    for name in ul_extra:
+        ratios[f"motops_vs_{name.replace(' ', '_')}_fps"] = by["motops"]["fps"] / by[name]["fps"]
     for n in args.detect_every:
         key = f"motops detect_every={n}"
         ratios[f"detect_every_{n}_speedup"] = by[key]["fps"] / by["motops"]["fps"]
@@ -164,7 +196,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"frames": args.frames, "people": args.people, "seed": args.seed, "size": [640, 360],
             "engine": str(args.engine), "weights": str(args.weights), "ultralytics_imgsz": args.imgsz,
-            "repeats": args.repeats}
+            "repeats": args.repeats, "ultralytics_default_tracker": _default_tracker()}
     args.out.write_text(json.dumps({"settings": meta, "runs": rows, "ratios": ratios}, indent=2) + "\n")
     _plot(rows, args.out.with_suffix(".png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")

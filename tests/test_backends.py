@@ -272,3 +272,45 @@ def test_real_backends_drive_the_runner(
     assert summary["backends"] == {"detector": "onnxruntime", "reid": "onnxruntime"}
     assert summary["reid_calls"] > 0 and summary["latency_ms"]["reid"]["p50"] > 0
     assert summary["latency_ms"]["detect"]["p50"] > 0
+
+
+def _reference_nms(boxes: np.ndarray, scores: np.ndarray, iou: float, max_det: int) -> list[int]:
+    """Textbook greedy NMS, one pair at a time: the specification ``nms`` must meet."""
+    order = sorted(range(len(scores)), key=lambda i: -float(scores[i]))  # sorted() is stable
+    keep: list[int] = []
+    for i in order:
+        if len(keep) == max_det:
+            break
+        suppressed = False
+        for k in keep:
+            x1, y1 = max(boxes[i, 0], boxes[k, 0]), max(boxes[i, 1], boxes[k, 1])
+            x2, y2 = min(boxes[i, 2], boxes[k, 2]), min(boxes[i, 3], boxes[k, 3])
+            inter = max(x2 - x1, 0.0) * max(y2 - y1, 0.0)
+            area = lambda j: max(boxes[j, 2] - boxes[j, 0], 0.0) * max(boxes[j, 3] - boxes[j, 1], 0.0)  # noqa: E731
+            union = area(i) + area(k) - inter
+            if union > 0 and inter / union > iou:
+                suppressed = True
+                break
+        if not suppressed:
+            keep.append(i)
+    return keep
+
+
+def test_nms_matches_greedy_reference_with_ties_and_max_det() -> None:
+    from motops.tracking.backends import nms
+
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        n = int(rng.integers(0, 120))
+        xy = rng.uniform(0, 300, (n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(0, 60, (n, 2))], axis=1).astype(np.float32)
+        scores = rng.uniform(0.05, 1, n).astype(np.float32)
+        if trial % 2:
+            scores = np.round(scores, 1)  # many equal scores: the input order must break the tie
+        iou, max_det = float(rng.uniform(0.3, 0.8)), int(rng.integers(1, 80))
+        got = nms(boxes, scores, iou, max_det)
+        assert got.tolist() == _reference_nms(boxes.astype(np.float64), scores, iou, max_det), trial
+    # two identical boxes: the first (higher score, or earlier on a tie) survives
+    same = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], dtype=np.float32)
+    assert nms(same, np.array([0.5, 0.5], np.float32), 0.5).tolist() == [0]
+    assert nms(same, np.array([0.4, 0.5], np.float32), 0.5).tolist() == [1]

@@ -39,10 +39,10 @@ def test_params_are_frozen():
 
 
 def test_typo_names_file_line_key_and_closest_key(tmp_path):
-    text = PARAMS.read_text().replace("  epochs: 5\n", "  epoch: 5\n", 1)
+    text = PARAMS.read_text().replace("  epochs: 4\n", "  epoch: 4\n", 1)
     bad = tmp_path / "params.yaml"
     bad.write_text(text)
-    line = text.splitlines().index("  epoch: 5") + 1
+    line = text.splitlines().index("  epoch: 4") + 1
     with pytest.raises(ConfigError) as err:
         load_params(bad)
     message = str(err.value)

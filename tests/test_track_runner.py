@@ -230,3 +230,35 @@ def test_tracker_params_from_picks_tracker_keys() -> None:
 
     picked = tracker_params_from(TrackParams())
     assert "detect_every" not in picked and "tracker" not in picked and picked["track_buffer"] == 30
+
+
+def test_prefetch_keeps_order_raises_at_the_failing_frame_and_stops_its_thread() -> None:
+    import threading
+
+    from motops.tracking.video import prefetch
+
+    def alive() -> int:
+        return sum(t.name == "motops-prefetch" and t.is_alive() for t in threading.enumerate())
+
+    frames = [(i, np.full((4, 4, 3), i, np.uint8)) for i in range(1, 21)]
+    got = list(prefetch(iter(frames), depth=3))
+    assert [i for i, _ in got] == list(range(1, 21))
+    assert all(int(f[0, 0, 0]) == i for i, f in got)
+
+    def broken():
+        yield from frames[:5]
+        raise SourceError("clip.mp4", "cannot decode frame 6")
+
+    seen = []
+    with pytest.raises(SourceError, match="frame 6"):
+        for i, _ in prefetch(broken(), depth=2):
+            seen.append(i)
+    assert seen == [1, 2, 3, 4, 5]
+
+    endless = ((i, frames[0][1]) for i in range(1, 10**9))  # a stream: the reader would never end
+    for i, _ in prefetch(endless, depth=2):
+        if i == 3:
+            break
+    assert alive() == 0  # leaving the loop stopped the decoding thread
+    with pytest.raises(ValueError, match="depth"):
+        next(prefetch(iter(frames), depth=0))

@@ -355,3 +355,24 @@ def test_skipping_refuses_bad_arguments_and_resets():
     skipper.reset()
     assert skipper.frame_index == 0
     assert skipper.step(scene.frame(0), scene.detector(0))[:, 4].tolist() == [1]
+
+
+def test_botsort_camera_motion_compensation_is_sized_for_the_frame_and_still_measures_a_pan():
+    """The GMC runs on a ~160-px wide image; a known camera pan is still recovered to a pixel."""
+    from motops.tracking.trackers import GMC_MAX_CORNERS, GMC_WIDTH
+
+    rng = np.random.default_rng(0)
+    world = cv2.GaussianBlur(rng.integers(0, 255, (420, 760), dtype=np.uint8), (5, 5), 0)
+    world = cv2.cvtColor(world, cv2.COLOR_GRAY2BGR)
+    frames = [np.ascontiguousarray(world[20 + 2 * k : 380 + 2 * k, 40 + 4 * k : 680 + 4 * k]) for k in range(3)]
+    trk = make_tracker("botsort", with_reid=False, gmc_method="sparseOptFlow")
+    empty = np.zeros((0, 6), np.float32)
+    trk.update(empty, frames[0])
+    gmc = trk._impl.gmc
+    assert gmc.downscale == 640 // GMC_WIDTH and gmc.feature_params["maxCorners"] == GMC_MAX_CORNERS
+    warp = gmc.apply(frames[1])  # the camera moved right 4 px and down 2 px: the scene moves by (-4, -2)
+    assert np.allclose(warp[:, :2], np.eye(2), atol=0.02)
+    assert abs(warp[0, 2] + 4) < 1.0 and abs(warp[1, 2] + 2) < 1.0
+    trk.reset()
+    trk.update(empty, cv2.resize(frames[0], (1280, 720)))
+    assert gmc.downscale == 1280 // GMC_WIDTH  # re-sized for the new footage after a reset

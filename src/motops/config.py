@@ -190,10 +190,18 @@ class DetectorParams(_Section):
         description="Local .pt to finetune from (default: the pretrain stage's checkpoint); never downloaded; "
         "null trains the model YAML from scratch.",
     )
-    imgsz: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 320
-    epochs: PositiveInt = 5
+    imgsz: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = Field(
+        default=416,
+        description="Training size. 416 finds the small far-away people 320 misses (default run: val mAP50 "
+        "0.83 against 0.77) at ~1.7x the detector's time per frame.",
+    )
+    epochs: PositiveInt = 4
     batch: PositiveInt = 16
-    lr0: Annotated[float, Field(gt=0, le=1)] = 0.01
+    lr0: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.002,
+        description="Initial learning rate. Finetuning the base checkpoint at 0.01 undid it (val mAP50 fell "
+        "from 0.69 after the first epoch to 0.63); 0.002 kept improving (0.77 at 320).",
+    )
     patience: PositiveInt = 50
     device: str = Field(default="auto", description="auto (CUDA when present), cpu, or a CUDA index list.")
     workers: Annotated[int, Field(ge=0, le=64)] = 0
@@ -221,7 +229,9 @@ class PretrainParams(_Section):
     clip_length: Annotated[int, Field(ge=1, le=60)] = 4
     clip_stride: PositiveInt = 12
     min_visibility: Fraction = 0.3
-    detector: DetectorParams = DetectorParams(weights=None, epochs=20, warmup_epochs=1.0, patience=100)
+    detector: DetectorParams = DetectorParams(
+        weights=None, imgsz=320, epochs=20, lr0=0.01, warmup_epochs=1.0, patience=100
+    )
 
 
 class ReidParams(_Section):
@@ -270,9 +280,9 @@ class ExportParams(_Section):
     parity_cosine: Fraction = 0.999
     engine_dir: str = "models/engine"
     imgsz: tuple[ImageSide, ImageSide] | None = Field(
-        default=(192, 320),
+        default=(256, 416),
         description="(H, W) of the exported detector; null: detector.imgsz square. Footage of one aspect "
-        "ratio runs faster at a matching rectangle, e.g. [192, 320] for 16:9 at 320.",
+        "ratio runs faster at a matching rectangle, e.g. [256, 416] for 16:9 at 416.",
     )
     tensorrt: TensorRTParams = TensorRTParams()
 

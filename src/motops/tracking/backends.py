@@ -238,7 +238,7 @@ def to_blob(img: Array, dtype: Any = np.float32) -> Array:
 
 
 def nms(boxes: Array, scores: Array, iou: float, max_det: int = MAX_DET) -> Array:
-    """Greedy non-maximum suppression.
+    """Greedy non-maximum suppression (OpenCV's ``cv2.dnn.NMSBoxes`` underneath).
 
     Args:
         boxes: ``(N, 4)`` xyxy.
@@ -247,23 +247,19 @@ def nms(boxes: Array, scores: Array, iou: float, max_det: int = MAX_DET) -> Arra
         max_det: Stop after keeping this many boxes.
 
     Returns:
-        Indices of the kept boxes, highest score first.
+        Indices of the kept boxes, highest score first; equal scores keep their input order.
     """
-    order = np.argsort(-scores, kind="stable")
-    boxes = boxes.astype(np.float64)
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    keep: list[int] = []
-    while order.size and len(keep) < max_det:
-        i = order[0]
-        keep.append(int(i))
-        rest = order[1:]
-        xy1 = np.maximum(boxes[i, :2], boxes[rest, :2])
-        xy2 = np.minimum(boxes[i, 2:], boxes[rest, 2:])
-        inter = np.prod(np.clip(xy2 - xy1, 0, None), axis=1)
-        union = areas[i] + areas[rest] - inter
-        overlap = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        order = rest[overlap <= iou]
-    return np.asarray(keep, dtype=np.int64)
+    n = len(scores)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    # OpenCV breaks score ties in its own order; ranking first (stable) makes the result
+    # depend on the input order only, and the ranks (all > 0) pass its score threshold.
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    ranked = boxes[order].astype(np.float64)
+    xywh = np.concatenate([ranked[:, :2], np.clip(ranked[:, 2:] - ranked[:, :2], 0, None)], axis=1)
+    rank_scores = np.arange(n, 0, -1, dtype=np.float32)
+    kept = np.asarray(cv2.dnn.NMSBoxes(xywh, rank_scores, 0.0, float(iou)), dtype=np.int64).reshape(-1)
+    return order[np.sort(kept)[:max_det]]
 
 
 def decode_yolo(

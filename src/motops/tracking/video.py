@@ -15,9 +15,11 @@ whose first frame cannot be decoded is refused when it is opened, with an error 
 
 from __future__ import annotations
 
+import queue
 import re
+import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -35,6 +37,8 @@ DEFAULT_FPS: Final = 30.0
 TRAIL_LENGTH: Final = 20
 #: A trail is forgotten once its track has not been drawn for this many frames.
 TRAIL_TIMEOUT: Final = 30
+#: Frames :func:`prefetch` decodes ahead of the consumer.
+PREFETCH_DEPTH: Final = 4
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
@@ -220,6 +224,63 @@ def open_source(source: str | Path | int, *, fps: float | None = None) -> FrameS
     if path.is_dir():
         return _folder_source(path, fps)
     return _open_capture(str(path), str(path), "video")
+
+
+_DONE = object()
+
+
+def prefetch(frames: Iterable[tuple[int, np.ndarray]], depth: int = PREFETCH_DEPTH) -> Iterator[tuple[int, np.ndarray]]:
+    """Iterate ``frames`` while a background thread decodes up to ``depth`` frames ahead.
+
+    JPEG and video decoding release the GIL, so on a multi-core CPU the next frame is decoded
+    while the current one is detected and tracked. Items come out in order; an exception raised
+    while decoding is raised here, at the frame where it happened. Leaving the loop early
+    (``break``, an exception, closing the generator) stops the thread before this returns, so
+    the source can be closed right after.
+
+    Args:
+        frames: A frame source (or any iterable of ``(index, frame)``).
+        depth: Most frames held in memory ahead of the consumer (>= 1).
+
+    Raises:
+        ValueError: ``depth < 1``.
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"prefetch: depth={depth!r}; expected an integer >= 1")
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def reader() -> None:
+        try:
+            for item in frames:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            put(exc)
+
+    thread = threading.Thread(target=reader, name="motops-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        thread.join()
 
 
 class VideoWriter:
