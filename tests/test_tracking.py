@@ -376,3 +376,19 @@ def test_botsort_camera_motion_compensation_is_sized_for_the_frame_and_still_mea
     trk.reset()
     trk.update(empty, cv2.resize(frames[0], (1280, 720)))
     assert gmc.downscale == 1280 // GMC_WIDTH  # re-sized for the new footage after a reset
+
+
+def test_skipping_with_flow_computed_ahead_equals_flow_computed_inline():
+    """The runner computes the flow in its decoding thread; the tracks must be the same as inline."""
+    scene = _Scene()
+    frames = [(t + 1, scene.frame(t)) for t in range(14)]
+    inline = SkippingTracker(make_tracker("bytetrack"), detect_every=3)
+    ahead = SkippingTracker(make_tracker("bytetrack"), detect_every=3)
+    flows = list(ahead.precompute_flow(iter(frames)))
+    assert [f is None for _, _, f in flows] == [t % 3 == 0 for t in range(14)]
+    for t, ((_, frame), (_, _, flow)) in enumerate(zip(frames, flows, strict=True)):
+        a = inline.step(frame, scene.detector(t))
+        b = ahead.step(frame, scene.detector(t), flow)
+        np.testing.assert_array_equal(a, b)
+    one = SkippingTracker(make_tracker("bytetrack"), detect_every=1)
+    assert all(f is None for _, _, f in one.precompute_flow(iter(frames)))

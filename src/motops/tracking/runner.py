@@ -18,7 +18,9 @@ Outputs in ``out_dir``:
 
 Timing: every component is measured with ``time.perf_counter`` around its own call, per
 frame. Frames are decoded ahead in a background thread (:func:`~motops.tracking.video.prefetch`),
-so ``decode`` is the time the loop waits for the next frame, not the decoder's own time. ``reid`` is measured by wrapping the ReID callable handed to the tracker, and it is
+so ``decode`` is the time the loop waits for the next frame, not the decoder's own time; with
+``detect_every > 1`` that thread also computes the optical flow of the frames in between (it
+depends on the frames only), so ``associate`` on those frames is the propagation alone. ``reid`` is measured by wrapping the ReID callable handed to the tracker, and it is
 subtracted from the tracker's time, so ``associate`` is association (plus flow on skipped
 frames) alone.
 """
@@ -173,7 +175,9 @@ def track_source(
         frames = 0
         interrupted = False
         total = min(src.length, max_frames) if src.length and max_frames else (src.length or max_frames)
-        frames_iter = prefetch(src)  # a generator: the decoding thread starts at the first frame
+        # Decoding and, when frames are skipped, their optical flow run ahead in a background
+        # thread (a generator: the thread starts at the first frame).
+        frames_iter = prefetch(runner.precompute_flow(src))
         wall_start = time.perf_counter()
         try:
             with open(out_dir / TRACKS_FILE, "w", encoding="ascii", newline="\n") as results, tqdm(
@@ -185,10 +189,10 @@ def track_source(
                     t1 = time.perf_counter()
                     if item is None:
                         break
-                    index, frame = item
+                    index, frame, frame_flow = item
                     times["decode"].append(t1 - t0)
                     n_detect, n_reid = len(times["detect"]), len(times["reid"])
-                    tracks = runner.step(frame, detect_fn)
+                    tracks = runner.step(frame, detect_fn, frame_flow)
                     t2 = time.perf_counter()
                     inner = sum(times["detect"][n_detect:]) + sum(times["reid"][n_reid:])
                     times["associate"].append(max(t2 - t1 - inner, 0.0))

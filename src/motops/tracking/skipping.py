@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import difflib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -67,6 +67,37 @@ DIS_FINEST_SCALE: Final = 1
 FARNEBACK_ARGS: Final = (0.5, 3, 15, 3, 5, 1.2, 0)
 
 DetectFn = Callable[[np.ndarray], np.ndarray]
+
+
+class _Flow:
+    """Grayscale downscaling and dense flow; one per thread (the DIS object keeps buffers)."""
+
+    def __init__(self, method: str, scale: float) -> None:
+        self.method, self.scale = method, scale
+        self._dis = None  # built on first use: the DIS object holds buffers sized to the frames
+
+    def gray(self, frame: np.ndarray) -> np.ndarray:
+        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+        if gray.dtype != np.uint8:
+            gray = cv2.normalize(gray, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+        if self.scale < 1.0:
+            gray = cv2.resize(gray, None, fx=self.scale, fy=self.scale, interpolation=cv2.INTER_AREA)
+        return gray
+
+    def flow(self, prev: np.ndarray, curr: np.ndarray) -> np.ndarray | None:
+        """Dense flow ``(h, w, 2)`` from ``prev`` to ``curr`` in downscaled pixels (None: sizes differ)."""
+        if prev.shape != curr.shape:  # resolution changed mid-stream: no valid flow for this frame
+            return None
+        if self.method == "dis":
+            if self._dis is None:
+                self._dis = cv2.DISOpticalFlow_create(DIS_PRESET)
+                self._dis.setFinestScale(DIS_FINEST_SCALE)
+            return self._dis.calc(prev, curr, None)
+        return cv2.calcOpticalFlowFarneback(prev, curr, None, *FARNEBACK_ARGS)
+
+
+#: ``step``'s default: compute the flow itself (no precomputed flow given).
+_COMPUTE: Final = object()
 
 
 @dataclass
@@ -134,7 +165,7 @@ class SkippingTracker:
         self.history = history
         self.flow_scale = float(flow_scale)
         self.max_gap = max_gap
-        self._dis = None  # built on first use: the DIS object holds buffers sized to the frames
+        self._engine = _Flow(flow, self.flow_scale)
         self.reset()
 
     @property
@@ -154,13 +185,42 @@ class SkippingTracker:
         self._last = empty_tracks()
         self._prev_gray: np.ndarray | None = None
 
-    def step(self, frame: np.ndarray, detect_fn: DetectFn) -> np.ndarray:
+    def precompute_flow(
+        self, frames: Iterable[tuple[int, np.ndarray]]
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+        """``(index, frame, flow)`` for ``frames``, the flow computed ahead (e.g. in a decoding thread).
+
+        ``flow`` is the dense flow from the previous frame to this one on the frames this tracker
+        will propagate, ``None`` on detection frames; pass it to :meth:`step`. The flow does not
+        depend on the tracks, only on the frames, so it can be computed on another core while
+        this tracker works on earlier frames (see :func:`motops.tracking.video.prefetch`). The
+        frames must be the ones then given to :meth:`step`, in order, starting right after a
+        :meth:`reset` (or construction). With ``detect_every=1`` nothing is computed.
+
+        Args:
+            frames: ``(index, frame_bgr)`` pairs, e.g. a frame source.
+        """
+        engine = _Flow(self.flow, self.flow_scale)  # its own DIS object: it may run in another thread
+        prev: np.ndarray | None = None
+        for position, (index, frame) in enumerate(frames):
+            if self.detect_every == 1:
+                yield index, frame, None
+                continue
+            gray = engine.gray(frame)
+            propagated = not self.is_detection_frame(position)
+            flow = engine.flow(prev, gray) if propagated and prev is not None else None
+            prev = gray
+            yield index, frame, flow
+
+    def step(self, frame: np.ndarray, detect_fn: DetectFn, flow: np.ndarray | None | object = _COMPUTE) -> np.ndarray:
         """Process the next frame.
 
         Args:
             frame: BGR image ``(H, W, 3)`` uint8 (or grayscale ``(H, W)``).
             detect_fn: ``frame -> (N, 6)`` detections ``[x1, y1, x2, y2, conf, cls]``; called only
                 on detection frames.
+            flow: The flow :meth:`precompute_flow` gave for this frame (``None``: no flow, the
+                constant-velocity prediction alone moves the boxes). Left out, it is computed here.
 
         Returns:
             ``(M, 8)`` float32 tracks ``[x1, y1, x2, y2, track_id, conf, cls, det_index]``: the
@@ -173,19 +233,14 @@ class SkippingTracker:
             )
         t = self._t
         self._t += 1
-        out = self._detect(t, frame, detect_fn) if self.is_detection_frame(t) else self._propagate(t, frame)
+        if self.is_detection_frame(t):
+            out = self._detect(t, frame, detect_fn, keep_gray=flow is _COMPUTE)
+        else:
+            out = self._propagate(t, frame, flow)
         self._last = out
         return out
 
-    def _gray(self, frame: np.ndarray) -> np.ndarray:
-        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
-        if gray.dtype != np.uint8:
-            gray = cv2.normalize(gray, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-        if self.flow_scale < 1.0:
-            gray = cv2.resize(gray, None, fx=self.flow_scale, fy=self.flow_scale, interpolation=cv2.INTER_AREA)
-        return gray
-
-    def _detect(self, t: int, frame: np.ndarray, detect_fn: DetectFn) -> np.ndarray:
+    def _detect(self, t: int, frame: np.ndarray, detect_fn: DetectFn, keep_gray: bool) -> np.ndarray:
         dets = as_detections(detect_fn(frame), name=f"detect_fn output for frame {t}")
         tracks = as_tracks(self.tracker.update(dets, frame), name=f"tracker output for frame {t}")
         for row in tracks:
@@ -199,14 +254,15 @@ class SkippingTracker:
             state.box, state.last_seen = box.copy(), t
         for tid in [k for k, s in self._states.items() if t - s.last_seen > self.max_gap]:
             del self._states[tid]
-        # The flow reference is only needed when the next frame is propagated.
-        self._prev_gray = self._gray(frame) if self.detect_every > 1 else None
+        # The flow reference is only needed when the next frame is propagated here.
+        self._prev_gray = self._engine.gray(frame) if self.detect_every > 1 and keep_gray else None
         return tracks
 
-    def _propagate(self, t: int, frame: np.ndarray) -> np.ndarray:
-        gray = self._gray(frame)
-        flow = self._flow(self._prev_gray, gray) if self._prev_gray is not None else None
-        self._prev_gray = gray
+    def _propagate(self, t: int, frame: np.ndarray, flow: np.ndarray | None | object) -> np.ndarray:
+        if flow is _COMPUTE:
+            gray = self._engine.gray(frame)
+            flow = self._engine.flow(self._prev_gray, gray) if self._prev_gray is not None else None
+            self._prev_gray = gray
         out = self._last.copy()
         for row in out:
             state = self._states[int(row[TRACK_ID])]
@@ -222,17 +278,6 @@ class SkippingTracker:
             row[:4] = box
         out[:, DET_INDEX] = -1
         return out.astype(DTYPE, copy=False)
-
-    def _flow(self, prev: np.ndarray, curr: np.ndarray) -> np.ndarray | None:
-        """Dense flow ``(h, w, 2)`` from ``prev`` to ``curr`` in downscaled pixels."""
-        if prev.shape != curr.shape:  # resolution changed mid-stream: no valid flow for this frame
-            return None
-        if self.flow == "dis":
-            if self._dis is None:
-                self._dis = cv2.DISOpticalFlow_create(DIS_PRESET)
-                self._dis.setFinestScale(DIS_FINEST_SCALE)
-            return self._dis.calc(prev, curr, None)
-        return cv2.calcOpticalFlowFarneback(prev, curr, None, *FARNEBACK_ARGS)
 
     def _median_flow(self, flow: np.ndarray | None, box: np.ndarray) -> np.ndarray | None:
         """Median ``(dx, dy)`` in full-resolution pixels inside the central part of ``box``, or None."""

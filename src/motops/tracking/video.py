@@ -21,7 +21,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import cv2
 import numpy as np
@@ -227,9 +227,10 @@ def open_source(source: str | Path | int, *, fps: float | None = None) -> FrameS
 
 
 _DONE = object()
+_Item = TypeVar("_Item")
 
 
-def prefetch(frames: Iterable[tuple[int, np.ndarray]], depth: int = PREFETCH_DEPTH) -> Iterator[tuple[int, np.ndarray]]:
+def prefetch(frames: Iterable[_Item], depth: int = PREFETCH_DEPTH) -> Iterator[_Item]:
     """Iterate ``frames`` while a background thread decodes up to ``depth`` frames ahead.
 
     JPEG and video decoding release the GIL, so on a multi-core CPU the next frame is decoded
@@ -277,7 +278,7 @@ def prefetch(frames: Iterable[tuple[int, np.ndarray]], depth: int = PREFETCH_DEP
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item  # type: ignore[misc]
+            yield item
     finally:
         stop.set()
         thread.join()
