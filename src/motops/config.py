@@ -209,7 +209,11 @@ class DetectorParams(_Section):
     warmup_epochs: Annotated[float, Field(ge=0)] = Field(
         default=0.5, description="Epochs of learning-rate warm-up; short finetunes want less than 1."
     )
-    close_mosaic: Annotated[int, Field(ge=0)] = Field(default=2, description="Last epochs trained without mosaic.")
+    close_mosaic: Annotated[int, Field(ge=0)] = Field(
+        default=0,
+        description="Last epochs trained without mosaic. The default finetune is best with mosaic throughout "
+        "(val mAP50 0.837, mAP50-95 0.493, against 0.829 / 0.454 with the last 2 epochs without).",
+    )
 
 
 class PretrainParams(_Section):
@@ -230,7 +234,7 @@ class PretrainParams(_Section):
     clip_stride: PositiveInt = 12
     min_visibility: Fraction = 0.3
     detector: DetectorParams = DetectorParams(
-        weights=None, imgsz=320, epochs=20, lr0=0.01, warmup_epochs=1.0, patience=100
+        weights=None, imgsz=320, epochs=20, lr0=0.01, warmup_epochs=1.0, close_mosaic=2, patience=100
     )
 
 
