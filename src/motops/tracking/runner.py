@@ -18,11 +18,11 @@ Outputs in ``out_dir``:
 
 Timing: every component is measured with ``time.perf_counter`` around its own call, per
 frame. Frames are decoded ahead in a background thread (:func:`~motops.tracking.video.prefetch`),
-so ``decode`` is the time the loop waits for the next frame, not the decoder's own time; with
+so ``decode`` is the time the loop waits for the next frame, not the decoder's own time. With
 ``detect_every > 1`` that thread also computes the optical flow of the frames in between (it
-depends on the frames only), so ``associate`` on those frames is the propagation alone. ``reid`` is measured by wrapping the ReID callable handed to the tracker, and it is
-subtracted from the tracker's time, so ``associate`` is association (plus flow on skipped
-frames) alone.
+depends on the frames only), so ``associate`` on those frames is the propagation alone.
+``reid`` is measured by wrapping the ReID callable handed to the tracker and subtracted from
+the tracker's time, so ``associate`` on detection frames is association alone.
 """
 
 from __future__ import annotations

@@ -70,11 +70,19 @@ DetectFn = Callable[[np.ndarray], np.ndarray]
 
 
 class _Flow:
-    """Grayscale downscaling and dense flow; one per thread (the DIS object keeps buffers)."""
+    """Dense flow along a frame sequence; one per thread (the DIS object keeps buffers)."""
 
     def __init__(self, method: str, scale: float) -> None:
         self.method, self.scale = method, scale
         self._dis = None  # built on first use: the DIS object holds buffers sized to the frames
+        self._prev: np.ndarray | None = None  # the previous frame, gray and downscaled
+
+    def advance(self, frame: np.ndarray, want_flow: bool) -> np.ndarray | None:
+        """Take the next frame; its flow from the previous one when ``want_flow`` (None without a previous frame)."""
+        gray = self.gray(frame)
+        flow = self.flow(self._prev, gray) if want_flow and self._prev is not None else None
+        self._prev = gray
+        return flow
 
     def gray(self, frame: np.ndarray) -> np.ndarray:
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
@@ -165,7 +173,6 @@ class SkippingTracker:
         self.history = history
         self.flow_scale = float(flow_scale)
         self.max_gap = max_gap
-        self._engine = _Flow(flow, self.flow_scale)
         self.reset()
 
     @property
@@ -183,7 +190,7 @@ class SkippingTracker:
         self._t = 0
         self._states: dict[int, _TrackState] = {}
         self._last = empty_tracks()
-        self._prev_gray: np.ndarray | None = None
+        self._engine = _Flow(self.flow, self.flow_scale)  # the flow when step() is given none
 
     def precompute_flow(
         self, frames: Iterable[tuple[int, np.ndarray]]
@@ -201,16 +208,12 @@ class SkippingTracker:
             frames: ``(index, frame_bgr)`` pairs, e.g. a frame source.
         """
         engine = _Flow(self.flow, self.flow_scale)  # its own DIS object: it may run in another thread
-        prev: np.ndarray | None = None
         for position, (index, frame) in enumerate(frames):
-            if self.detect_every == 1:
-                yield index, frame, None
-                continue
-            gray = engine.gray(frame)
-            propagated = not self.is_detection_frame(position)
-            flow = engine.flow(prev, gray) if propagated and prev is not None else None
-            prev = gray
-            yield index, frame, flow
+            yield index, frame, self._next_flow(engine, position, frame)
+
+    def _next_flow(self, engine: _Flow, t: int, frame: np.ndarray) -> np.ndarray | None:
+        """Frame ``t``'s flow from frame ``t - 1`` if ``t`` is propagated; nothing is computed at ``detect_every=1``."""
+        return engine.advance(frame, not self.is_detection_frame(t)) if self.detect_every > 1 else None
 
     def step(self, frame: np.ndarray, detect_fn: DetectFn, flow: np.ndarray | None | object = _COMPUTE) -> np.ndarray:
         """Process the next frame.
@@ -233,14 +236,13 @@ class SkippingTracker:
             )
         t = self._t
         self._t += 1
-        if self.is_detection_frame(t):
-            out = self._detect(t, frame, detect_fn, keep_gray=flow is _COMPUTE)
-        else:
-            out = self._propagate(t, frame, flow)
+        if flow is _COMPUTE:
+            flow = self._next_flow(self._engine, t, frame)
+        out = self._detect(t, frame, detect_fn) if self.is_detection_frame(t) else self._propagate(t, flow)
         self._last = out
         return out
 
-    def _detect(self, t: int, frame: np.ndarray, detect_fn: DetectFn, keep_gray: bool) -> np.ndarray:
+    def _detect(self, t: int, frame: np.ndarray, detect_fn: DetectFn) -> np.ndarray:
         dets = as_detections(detect_fn(frame), name=f"detect_fn output for frame {t}")
         tracks = as_tracks(self.tracker.update(dets, frame), name=f"tracker output for frame {t}")
         for row in tracks:
@@ -254,15 +256,9 @@ class SkippingTracker:
             state.box, state.last_seen = box.copy(), t
         for tid in [k for k, s in self._states.items() if t - s.last_seen > self.max_gap]:
             del self._states[tid]
-        # The flow reference is only needed when the next frame is propagated here.
-        self._prev_gray = self._engine.gray(frame) if self.detect_every > 1 and keep_gray else None
         return tracks
 
-    def _propagate(self, t: int, frame: np.ndarray, flow: np.ndarray | None | object) -> np.ndarray:
-        if flow is _COMPUTE:
-            gray = self._engine.gray(frame)
-            flow = self._engine.flow(self._prev_gray, gray) if self._prev_gray is not None else None
-            self._prev_gray = gray
+    def _propagate(self, t: int, flow: np.ndarray | None) -> np.ndarray:
         out = self._last.copy()
         for row in out:
             state = self._states[int(row[TRACK_ID])]
