@@ -145,6 +145,11 @@ def test_reid_export_parity_dynamic_batch_and_metadata(
 
     fixed = export_reid(pt, tmp_path / "fixed.onnx", opset=17, dynamic_batch=False, simplify=False)
     assert ort_session(fixed, device="cpu").get_inputs()[0].shape == [1, 3, CROP_H, CROP_W]
+    # The tracker's sessions do not busy-wait between runs (their idle workers would take the
+    # cores the decoding/flow thread runs on); a benchmark may ask for ONNX Runtime's spinning.
+    spin = "session.intra_op.allow_spinning"
+    assert ort_session(fixed, device="cpu").get_session_options().get_session_config_entry(spin) == "0"
+    assert ort_session(fixed, device="cpu", spin=True).get_session_options().get_session_config_entry(spin) == "1"
     assert reid_parity(pt, fixed, crops[:5])["passed"]
 
 

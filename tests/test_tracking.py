@@ -378,17 +378,36 @@ def test_botsort_camera_motion_compensation_is_sized_for_the_frame_and_still_mea
     assert gmc.downscale == 1280 // GMC_WIDTH  # re-sized for the new footage after a reset
 
 
-def test_skipping_with_flow_computed_ahead_equals_flow_computed_inline():
-    """The runner computes the flow in its decoding thread; the tracks must be the same as inline."""
+@pytest.mark.parametrize("detect_every", [1, 3])
+def test_skipping_with_flow_and_camera_motion_computed_ahead_equals_computed_inline(detect_every: int):
+    """The runner computes flow and BoT-SORT's camera motion in its decoding thread; same tracks as inline."""
     scene = _Scene()
-    frames = [(t + 1, scene.frame(t)) for t in range(14)]
-    inline = SkippingTracker(make_tracker("bytetrack"), detect_every=3)
-    ahead = SkippingTracker(make_tracker("bytetrack"), detect_every=3)
-    flows = list(ahead.precompute_flow(iter(frames)))
-    assert [f is None for _, _, f in flows] == [t % 3 == 0 for t in range(14)]
-    for t, ((_, frame), (_, _, flow)) in enumerate(zip(frames, flows, strict=True)):
+    world = _texture(240 + 20, 320 + 60, 3)  # the camera pans across it by (3, 1) px per frame
+    frames = [(t + 1, _render(world[t : t + 240, 3 * t : 3 * t + 320], scene.truth(t)[None], [scene.patch]))
+              for t in range(14)]  # fmt: skip
+
+    def tracker() -> SkippingTracker:
+        return SkippingTracker(make_tracker("botsort", with_reid=False, gmc_method="sparseOptFlow"),
+                               detect_every=detect_every)  # fmt: skip
+
+    inline, ahead = tracker(), tracker()
+    computed = list(ahead.precompute(iter(frames)))
+    propagated = [t % detect_every != 0 for t in range(14)]
+    assert [a.flow is not None for _, _, a in computed] == propagated
+    assert [a.warp is not None for _, _, a in computed] == [not p for p in propagated]
+    assert any(abs(a.warp[0, 2]) > 1 for _, _, a in computed if a.warp is not None)  # the pan was measured
+    for t, ((_, frame), (_, _, pre)) in enumerate(zip(frames, computed, strict=True)):
         a = inline.step(frame, scene.detector(t))
-        b = ahead.step(frame, scene.detector(t), flow)
+        b = ahead.step(frame, scene.detector(t), pre)
         np.testing.assert_array_equal(a, b)
-    one = SkippingTracker(make_tracker("bytetrack"), detect_every=1)
-    assert all(f is None for _, _, f in one.precompute_flow(iter(frames)))
+
+
+def test_camera_motion_warp_is_checked_and_only_botsort_takes_one():
+    dets = np.array([[10, 10, 30, 60, 0.9, 0]], np.float32)
+    frame = np.zeros((120, 160, 3), np.uint8)
+    assert make_tracker("bytetrack").motion_estimator() is None
+    assert make_tracker("botsort", gmc_method="none").motion_estimator() is None
+    with pytest.raises(ValueError, match="only botsort"):
+        make_tracker("bytetrack").update(dets, frame, warp=np.eye(2, 3))
+    with pytest.raises(ValueError, match=r"finite \(2, 3\)"):
+        make_tracker("botsort", with_reid=False).update(dets, frame, warp=np.eye(3))

@@ -340,7 +340,7 @@ def _detector_tail(graph: Any) -> list[str]:
 def _session(path: str | Path, threads: int = BENCH_THREADS) -> Any:
     from motops.tracking.backends import ort_session
 
-    return ort_session(Path(path), device="cpu", intra_op_num_threads=threads)
+    return ort_session(Path(path), device="cpu", intra_op_num_threads=threads, spin=True)
 
 
 def compare_speed(

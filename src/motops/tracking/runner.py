@@ -177,7 +177,7 @@ def track_source(
         total = min(src.length, max_frames) if src.length and max_frames else (src.length or max_frames)
         # Decoding and, when frames are skipped, their optical flow run ahead in a background
         # thread (a generator: the thread starts at the first frame).
-        frames_iter = prefetch(runner.precompute_flow(src))
+        frames_iter = prefetch(runner.precompute(src))
         wall_start = time.perf_counter()
         try:
             with open(out_dir / TRACKS_FILE, "w", encoding="ascii", newline="\n") as results, tqdm(
@@ -189,10 +189,10 @@ def track_source(
                     t1 = time.perf_counter()
                     if item is None:
                         break
-                    index, frame, frame_flow = item
+                    index, frame, ahead = item
                     times["decode"].append(t1 - t0)
                     n_detect, n_reid = len(times["detect"]), len(times["reid"])
-                    tracks = runner.step(frame, detect_fn, frame_flow)
+                    tracks = runner.step(frame, detect_fn, ahead)
                     t2 = time.perf_counter()
                     inner = sum(times["detect"][n_detect:]) + sum(times["reid"][n_reid:])
                     times["associate"].append(max(t2 - t1 - inner, 0.0))

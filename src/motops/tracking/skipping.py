@@ -53,6 +53,12 @@ BOX_INNER_FRACTION: Final = 0.6
 # A box whose central part covers fewer flow pixels than this (per side) gives no flow
 # estimate; a median over a handful of pixels is noise.
 MIN_FLOW_PIXELS: Final = 3
+# The median is taken over this many x this many flow pixels spread evenly over the central
+# part (every pixel of a small box, a regular subsample of a large one), for all boxes in one
+# array operation. Against the exact median over every pixel of the central part, box by box:
+# the same IDF1 over five synthetic sequences (0.446 both), 2.5 -> 0.5 ms per propagated frame
+# of 20-35 tracks.
+FLOW_GRID: Final = 8
 
 # DIS settings: OpenCV's cheapest preset, its pyramid stopped at half the (already
 # downscaled) frame. Measured on 640x360 footage: finest scale 0 (full resolution) made a
@@ -104,8 +110,12 @@ class _Flow:
         return cv2.calcOpticalFlowFarneback(prev, curr, None, *FARNEBACK_ARGS)
 
 
-#: ``step``'s default: compute the flow itself (no precomputed flow given).
-_COMPUTE: Final = object()
+@dataclass(frozen=True)
+class Ahead:
+    """What :meth:`SkippingTracker.precompute` computed for one frame ahead of :meth:`SkippingTracker.step`."""
+
+    flow: np.ndarray | None  # dense flow from the previous frame (propagated frames only)
+    warp: np.ndarray | None  # the tracker's camera-motion warp (detection frames, BoT-SORT with GMC)
 
 
 @dataclass
@@ -192,38 +202,41 @@ class SkippingTracker:
         self._last = empty_tracks()
         self._engine = _Flow(self.flow, self.flow_scale)  # the flow when step() is given none
 
-    def precompute_flow(
-        self, frames: Iterable[tuple[int, np.ndarray]]
-    ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
-        """``(index, frame, flow)`` for ``frames``, the flow computed ahead (e.g. in a decoding thread).
+    def precompute(self, frames: Iterable[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray, Ahead]]:
+        """``(index, frame, ahead)`` for ``frames``: what depends only on the frames, computed ahead.
 
-        ``flow`` is the dense flow from the previous frame to this one on the frames this tracker
-        will propagate, ``None`` on detection frames; pass it to :meth:`step`. The flow does not
-        depend on the tracks, only on the frames, so it can be computed on another core while
-        this tracker works on earlier frames (see :func:`motops.tracking.video.prefetch`). The
+        The optical flow of the frames this tracker will propagate and, when the wrapped tracker
+        offers a ``motion_estimator()`` (BoT-SORT's camera-motion compensation), the camera-motion
+        warp of the frames it will see. Neither depends on the tracks, so both can be computed
+        on another core (e.g. in the decoding thread of :func:`motops.tracking.video.prefetch`)
+        while this tracker works on earlier frames; pass each ``ahead`` to :meth:`step`. The
         frames must be the ones then given to :meth:`step`, in order, starting right after a
-        :meth:`reset` (or construction). With ``detect_every=1`` nothing is computed.
+        :meth:`reset` (or construction). The tracks are the same as without it.
 
         Args:
             frames: ``(index, frame_bgr)`` pairs, e.g. a frame source.
         """
         engine = _Flow(self.flow, self.flow_scale)  # its own DIS object: it may run in another thread
+        make_estimator = getattr(self.tracker, "motion_estimator", None)
+        estimator = make_estimator() if callable(make_estimator) else None
         for position, (index, frame) in enumerate(frames):
-            yield index, frame, self._next_flow(engine, position, frame)
+            detection = self.is_detection_frame(position)
+            warp = estimator(frame) if estimator is not None and detection else None
+            yield index, frame, Ahead(flow=self._next_flow(engine, position, frame), warp=warp)
 
     def _next_flow(self, engine: _Flow, t: int, frame: np.ndarray) -> np.ndarray | None:
         """Frame ``t``'s flow from frame ``t - 1`` if ``t`` is propagated; nothing is computed at ``detect_every=1``."""
         return engine.advance(frame, not self.is_detection_frame(t)) if self.detect_every > 1 else None
 
-    def step(self, frame: np.ndarray, detect_fn: DetectFn, flow: np.ndarray | None | object = _COMPUTE) -> np.ndarray:
+    def step(self, frame: np.ndarray, detect_fn: DetectFn, ahead: Ahead | None = None) -> np.ndarray:
         """Process the next frame.
 
         Args:
             frame: BGR image ``(H, W, 3)`` uint8 (or grayscale ``(H, W)``).
             detect_fn: ``frame -> (N, 6)`` detections ``[x1, y1, x2, y2, conf, cls]``; called only
                 on detection frames.
-            flow: The flow :meth:`precompute_flow` gave for this frame (``None``: no flow, the
-                constant-velocity prediction alone moves the boxes). Left out, it is computed here.
+            ahead: What :meth:`precompute` gave for this frame. Left out, the flow (and the
+                tracker's camera motion) are computed here; give it for every frame or none.
 
         Returns:
             ``(M, 8)`` float32 tracks ``[x1, y1, x2, y2, track_id, conf, cls, det_index]``: the
@@ -236,15 +249,18 @@ class SkippingTracker:
             )
         t = self._t
         self._t += 1
-        if flow is _COMPUTE:
-            flow = self._next_flow(self._engine, t, frame)
-        out = self._detect(t, frame, detect_fn) if self.is_detection_frame(t) else self._propagate(t, flow)
+        flow = self._next_flow(self._engine, t, frame) if ahead is None else ahead.flow
+        if self.is_detection_frame(t):
+            out = self._detect(t, frame, detect_fn, None if ahead is None else ahead.warp)
+        else:
+            out = self._propagate(t, flow)
         self._last = out
         return out
 
-    def _detect(self, t: int, frame: np.ndarray, detect_fn: DetectFn) -> np.ndarray:
+    def _detect(self, t: int, frame: np.ndarray, detect_fn: DetectFn, warp: np.ndarray | None) -> np.ndarray:
         dets = as_detections(detect_fn(frame), name=f"detect_fn output for frame {t}")
-        tracks = as_tracks(self.tracker.update(dets, frame), name=f"tracker output for frame {t}")
+        update = self.tracker.update(dets, frame, warp=warp) if warp is not None else self.tracker.update(dets, frame)
+        tracks = as_tracks(update, name=f"tracker output for frame {t}")
         for row in tracks:
             tid, di = int(row[TRACK_ID]), int(row[DET_INDEX])
             box = dets[di, :4].astype(np.float64) if di >= 0 else row[:4].astype(np.float64)
@@ -260,45 +276,51 @@ class SkippingTracker:
 
     def _propagate(self, t: int, flow: np.ndarray | None) -> np.ndarray:
         out = self._last.copy()
-        for row in out:
-            state = self._states[int(row[TRACK_ID])]
-            base = state.box
-            predicted = base + state.velocity if state.velocity is not None else None
-            shift = self._median_flow(flow, base) if flow is not None else None
-            flowed = base + np.array([shift[0], shift[1], shift[0], shift[1]]) if shift is not None else None
-            if predicted is not None and flowed is not None:
-                box = FLOW_WEIGHT * flowed + PREDICTION_WEIGHT * predicted
-            else:
-                box = flowed if flowed is not None else predicted if predicted is not None else base
-            state.box, state.last_seen = box, t
-            row[:4] = box
         out[:, DET_INDEX] = -1
+        if not len(out):
+            return out.astype(DTYPE, copy=False)
+        states = [self._states[int(tid)] for tid in out[:, TRACK_ID]]
+        base = np.stack([s.box for s in states])
+        has_velocity = np.array([s.velocity is not None for s in states])
+        velocity = np.stack([s.velocity if s.velocity is not None else np.zeros(4) for s in states])
+        predicted = base + velocity
+        if flow is not None:
+            shift, has_flow = self._median_flows(flow, base)
+        else:
+            shift, has_flow = np.zeros((len(base), 2)), np.zeros(len(base), dtype=bool)
+        flowed = base + np.tile(shift, 2)
+        boxes = np.where(
+            (has_flow & has_velocity)[:, None],
+            FLOW_WEIGHT * flowed + PREDICTION_WEIGHT * predicted,
+            np.where(has_flow[:, None], flowed, predicted),  # without a velocity, predicted == base
+        )
+        for state, box in zip(states, boxes):
+            state.box, state.last_seen = box, t
+        out[:, :4] = boxes
         return out.astype(DTYPE, copy=False)
 
-    def _median_flow(self, flow: np.ndarray | None, box: np.ndarray) -> np.ndarray | None:
-        """Median ``(dx, dy)`` in full-resolution pixels inside the central part of ``box``, or None."""
-        if flow is None:
-            return None
+    def _median_flows(self, flow: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Median ``(dx, dy)`` in full-resolution pixels inside the central part of each box.
+
+        The median is taken over a :data:`FLOW_GRID` x :data:`FLOW_GRID` grid of flow pixels
+        spread evenly over the central part, all boxes in one array operation. Returns the
+        shifts ``(n, 2)`` and whether each box had one (False: its central part covers fewer
+        than :data:`MIN_FLOW_PIXELS` flow pixels per side, or lies outside the frame).
+        """
         h, w = flow.shape[:2]
-        center = (box[:2] + box[2:]) / 2 * self.flow_scale
-        half = (box[2:] - box[:2]) * self.flow_scale * BOX_INNER_FRACTION / 2
-        x0, y0 = np.floor(center - half).astype(int)
-        x1, y1 = np.ceil(center + half).astype(int)
-        x0, x1 = max(x0, 0), min(x1, w)
-        y0, y1 = max(y0, 0), min(y1, h)
-        if x1 - x0 < MIN_FLOW_PIXELS or y1 - y0 < MIN_FLOW_PIXELS:
-            return None
-        return _median_rows(flow[y0:y1, x0:x1].reshape(-1, 2)) / self.flow_scale
-
-
-def _median_rows(values: np.ndarray) -> np.ndarray:
-    """Column-wise median of ``(n, 2)`` values: ``np.median(values, axis=0)`` at a fraction of its call overhead."""
-    n = len(values)
-    k = n // 2
-    if n % 2:
-        return np.partition(values, k, axis=0)[k].astype(np.float64)
-    part = np.partition(values, (k - 1, k), axis=0)
-    return (part[k - 1].astype(np.float64) + part[k]) / 2
+        center = (boxes[:, :2] + boxes[:, 2:]) / 2 * self.flow_scale
+        half = (boxes[:, 2:] - boxes[:, :2]) * self.flow_scale * BOX_INNER_FRACTION / 2
+        lo = np.maximum(np.floor(center - half), 0)
+        hi = np.minimum(np.ceil(center + half), (w, h))
+        ok = ((hi - lo) >= MIN_FLOW_PIXELS).all(axis=1)
+        steps = (np.arange(FLOW_GRID) + 0.5) / FLOW_GRID
+        pos = lo[:, None, :] + (hi - lo)[:, None, :] * steps[None, :, None]  # (n, grid, [x, y])
+        xs = np.clip(pos[..., 0].astype(np.intp), 0, w - 1)
+        ys = np.clip(pos[..., 1].astype(np.intp), 0, h - 1)
+        samples = flow[ys[:, :, None], xs[:, None, :]].reshape(len(boxes), -1, 2)
+        shift = np.median(samples, axis=1).astype(np.float64) / self.flow_scale
+        shift[~ok] = 0.0
+        return shift, ok
 
 
 def _velocity(history: deque[tuple[int, np.ndarray]]) -> np.ndarray | None:

@@ -35,6 +35,11 @@ What is written here, and why:
 * Camera-motion compensation cost: Ultralytics' sparse-flow ``GMC`` is sized for the frame
   on the first update (:data:`GMC_WIDTH`, :data:`GMC_MAX_CORNERS`), which halves the
   tracker's time per frame on 640-px footage without a measurable IDF1 change.
+* Camera motion computed ahead: the sparse-flow (and ECC) warp depends only on the frames, not
+  on the tracks, so :meth:`UltralyticsTracker.motion_estimator` gives a second, identical GMC
+  that a decoding thread runs over the same frames; :meth:`UltralyticsTracker.update` then
+  takes its ``warp`` instead of computing one (Ultralytics calls ``self.gmc.apply``; the
+  tracker's ``gmc`` is wrapped so that a given warp is returned and the frame not re-measured).
 * Parameter checking: unknown keywords are refused with a close-match suggestion and every
   value is range-checked, instead of Ultralytics' untyped namespace.
 """
@@ -203,19 +208,25 @@ class UltralyticsTracker:
             raise RuntimeError(
                 "the installed ultralytics trackers share track ids across instances; motops needs ultralytics>=8.4.190"
             )
+        if name == "botsort":
+            self._impl.gmc = _GivenWarp(self._impl.gmc)
         self._gmc_sized = False
         self._removed = TrackState.Removed
         self._max_frames_lost = int(frame_rate / REFERENCE_FPS * params.track_buffer)
         self._impl.max_frames_lost = self._max_frames_lost
         self._frame_index = 0
 
-    def update(self, dets: np.ndarray, frame: np.ndarray | None = None) -> np.ndarray:
+    def update(self, dets: np.ndarray, frame: np.ndarray | None = None, warp: np.ndarray | None = None) -> np.ndarray:
         """Associate one frame's detections with the tracks.
 
         Args:
             dets: ``(N, 6)`` ``[x1, y1, x2, y2, conf, cls]`` in pixels (see :mod:`motops.tracking.types`).
             frame: The BGR image ``(H, W, 3)`` uint8 the detections come from, or ``None`` for
                 motion-only tracking (then neither camera-motion compensation nor appearance).
+            warp: BoT-SORT only: this frame's ``(2, 3)`` camera-motion warp, computed ahead by
+                :meth:`motion_estimator` over exactly the frames given to this tracker (then
+                give it on every update; the tracker's own GMC does not see the frames).
+                ``None``: the tracker measures it itself.
 
         Returns:
             ``(M, 8)`` float32 ``[x1, y1, x2, y2, track_id, conf, cls, det_index]`` for the
@@ -228,21 +239,50 @@ class UltralyticsTracker:
         feats = self._embed(frame, dets) if self._reid is not None and frame is not None else None
         img = frame if self.name == "botsort" else None
         if img is not None and not self._gmc_sized:
-            self._size_gmc(img.shape[1])
-        out = self._impl.update(DetectionView(dets), img, feats=feats)
+            _size_gmc(getattr(self._impl, "gmc", None), img.shape[1])
+            self._gmc_sized = True
+        if warp is not None:
+            if self.name != "botsort":
+                raise ValueError(f"{self.name}: a camera-motion warp was given, but only botsort compensates camera motion")
+            warp = np.asarray(warp, dtype=np.float64)
+            if warp.shape != (2, 3) or not np.isfinite(warp).all():
+                raise ValueError(f"{self.name}: warp must be a finite (2, 3) affine matrix, got shape {warp.shape}")
+            self._impl.gmc.given = warp
+        try:
+            out = self._impl.update(DetectionView(dets), img, feats=feats)
+        finally:
+            if self.name == "botsort":
+                self._impl.gmc.given = None
         # See the module docstring: a removed track must not stay matchable for one more frame.
         self._impl.lost_stracks = [t for t in self._impl.lost_stracks if t.state != self._removed]
         if out.size == 0:
             return empty_tracks()
         return np.ascontiguousarray(out[:, :8], dtype=np.float32)
 
-    def _size_gmc(self, width: int) -> None:
-        """Sparse-flow GMC on a :data:`GMC_WIDTH`-px wide image with :data:`GMC_MAX_CORNERS` corners."""
-        gmc = getattr(self._impl, "gmc", None)
-        if gmc is not None and getattr(gmc, "method", None) == "sparseOptFlow":
-            gmc.downscale = max(1, int(width) // GMC_WIDTH)
-            gmc.feature_params["maxCorners"] = GMC_MAX_CORNERS
-        self._gmc_sized = True
+    def motion_estimator(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """A ``frame -> (2, 3) warp`` callable giving the camera-motion warps this tracker would compute.
+
+        It runs its own GMC, configured and sized like the tracker's, so it can run in another
+        thread; feed it the frames given to :meth:`update`, in the same order, and pass each
+        result as ``update(..., warp=...)``. ``None`` when the tracker compensates no camera
+        motion (``bytetrack``, ``gmc_method: none``) or its method also needs the detections
+        (``orb`` masks them out).
+        """
+        if self.name != "botsort" or self.params.gmc_method not in ("sparseOptFlow", "ecc"):
+            return None
+        from ultralytics.trackers.utils.gmc import GMC
+
+        gmc = GMC(method=self.params.gmc_method)
+        sized = False
+
+        def estimate(frame: np.ndarray) -> np.ndarray:
+            nonlocal sized
+            if not sized:
+                _size_gmc(gmc, frame.shape[1])
+                sized = True
+            return gmc.apply(frame)
+
+        return estimate
 
     def _embed(self, frame: np.ndarray, dets: np.ndarray) -> np.ndarray | None:
         """Per-detection embeddings ``(N, D)``; rows BoT-SORT will drop stay zero (= "no appearance")."""
@@ -270,6 +310,33 @@ class UltralyticsTracker:
 
     def __repr__(self) -> str:
         return f"UltralyticsTracker({self.name!r}, frame_rate={self.frame_rate}, appearance={self.uses_appearance})"
+
+
+def _size_gmc(gmc: Any, width: int) -> None:
+    """Sparse-flow GMC on a :data:`GMC_WIDTH`-px wide image with :data:`GMC_MAX_CORNERS` corners."""
+    if gmc is not None and getattr(gmc, "method", None) == "sparseOptFlow":
+        gmc.downscale = max(1, int(width) // GMC_WIDTH)
+        gmc.feature_params["maxCorners"] = GMC_MAX_CORNERS
+
+
+class _GivenWarp:
+    """Ultralytics' ``GMC`` that returns a warp computed elsewhere when one is given (see ``update``)."""
+
+    def __init__(self, gmc: Any) -> None:
+        self.__dict__["_gmc"] = gmc
+        self.__dict__["given"] = None
+
+    def apply(self, raw_frame: np.ndarray, detections: Any = None) -> np.ndarray:
+        return self.given if self.given is not None else self._gmc.apply(raw_frame, detections)
+
+    def __getattr__(self, name: str) -> Any:  # method, downscale, feature_params, reset_params, ...
+        return getattr(self._gmc, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "given":
+            self.__dict__[name] = value
+        else:
+            setattr(self._gmc, name, value)
 
 
 def make_tracker(
