@@ -151,7 +151,8 @@ def _int8_reference_section(work: Path, threads: int, rounds: int) -> dict:
     int8 = quantize_qdq(fp32, work / "resnet18.int8.onnx", calib)
     blob = np.ascontiguousarray(x.numpy())
     seconds = compare_speed(
-        {"ort_fp32": _ort_runner(_session(fp32, threads), blob), "ort_int8": _ort_runner(_session(int8, threads), blob)},
+        {"ort_fp32": _ort_runner(_session(fp32, threads), blob),
+         "ort_int8": _ort_runner(_session(int8, threads), blob)},  # fmt: skip
         rounds=rounds,
     )
     cps = {k: REID_BATCH / v for k, v in seconds.items()}

@@ -43,7 +43,9 @@ def _footage(out: Path, frames: int, seed: int, people: int) -> Path:
     return synthesize(out, spec)[0]
 
 
-def _ultralytics(weights: Path, img_dir: Path, imgsz: int, tracker: str | None = None) -> tuple[pl.DataFrame, float, int]:
+def _ultralytics(
+    weights: Path, img_dir: Path, imgsz: int, tracker: str | None = None
+) -> tuple[pl.DataFrame, float, int]:
     from ultralytics import YOLO
 
     model = YOLO(str(weights), task="detect")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -271,6 +272,38 @@ def test_train_detector_smoke(tmp_path: Path, no_network: list[str], monkeypatch
 
     assert no_network == []
     assert sorted(os.listdir(tmp_path)) == ["footage", "metrics.json", "model", "yolo"]  # no runs/, no *.pt
+    assert saved["selected"] == "trained" and saved["start_scores"] is None  # from scratch: no start to keep
+    assert yaml.safe_load((tmp_path / "model" / "args.yaml").read_text())["freeze"] is None  # all layers learn
+
+    # Finetuning from a checkpoint: the starting weights are scored on val too and kept when no
+    # epoch beats them. Which side wins on this tiny set is chance, so the start's val score is
+    # pinned to each extreme in turn (the real validation still runs) to check what is shipped.
+    import motops.training.detector as detector_module
+
+    real_validate = detector_module._validate
+
+    def start_scores_map(value: float):
+        def validate(weights, data, params, device, project, name, progress):
+            result = real_validate(weights, data, params, device, project, name, progress)
+            if name == "val_start":
+                result.box.all_ap = np.full((max(len(result.box.all_ap), 1), 10), value)
+            return result
+
+        return validate
+
+    start = tmp_path / "start.pt"
+    shutil.copy2(best, start)
+    finetune = params.model_copy(update={"weights": str(start)})
+    for pinned, expected in ((1.0, "start"), (0.0, "trained")):
+        monkeypatch.setattr(detector_module, "_validate", start_scores_map(pinned))
+        out = tmp_path / f"finetune-{expected}"
+        again = train_detector(data_yaml, finetune, augment, out_dir=out, metrics_path=out / "m.json", progress=False)
+        assert again["selected"] == expected
+        assert yaml.safe_load((out / "args.yaml").read_text())["freeze"] == params.freeze == 10  # backbone frozen
+        assert again["start_scores"]["map50_95"] == pinned
+        assert ((out / "best.pt").read_bytes() == start.read_bytes()) == (expected == "start")
+        if expected == "start":  # the shipped scores are the start's
+            assert again["map50"] == again["map50_95"] == 1.0
     after = sorted(p.name for p in USER_CONFIG_DIR.iterdir()) if USER_CONFIG_DIR.is_dir() else []
     assert after == config_before  # no fonts downloaded
     assert (settings.read_bytes() if settings.is_file() else None) == settings_before

@@ -18,9 +18,10 @@ Outputs in ``out_dir``:
 
 Timing: every component is measured with ``time.perf_counter`` around its own call, per
 frame. Frames are decoded ahead in a background thread (:func:`~motops.tracking.video.prefetch`),
-so ``decode`` is the time the loop waits for the next frame, not the decoder's own time. With
-``detect_every > 1`` that thread also computes the optical flow of the frames in between (it
-depends on the frames only), so ``associate`` on those frames is the propagation alone.
+so ``decode`` is the time the loop waits for the next frame, not the decoder's own time. That
+thread also computes what depends on the frames only (:meth:`SkippingTracker.precompute`):
+BoT-SORT's camera-motion warp on detection frames and, with ``detect_every > 1``, the optical
+flow of the frames in between; ``associate`` excludes both.
 ``reid`` is measured by wrapping the ReID callable handed to the tracker and subtracted from
 the tracker's time, so ``associate`` on detection frames is association alone.
 """
@@ -175,8 +176,8 @@ def track_source(
         frames = 0
         interrupted = False
         total = min(src.length, max_frames) if src.length and max_frames else (src.length or max_frames)
-        # Decoding and, when frames are skipped, their optical flow run ahead in a background
-        # thread (a generator: the thread starts at the first frame).
+        # Decoding, the camera motion and, when frames are skipped, their optical flow run ahead
+        # in a background thread (a generator: the thread starts at the first frame).
         frames_iter = prefetch(runner.precompute(src))
         wall_start = time.perf_counter()
         try:

@@ -294,7 +294,7 @@ class SkippingTracker:
             FLOW_WEIGHT * flowed + PREDICTION_WEIGHT * predicted,
             np.where(has_flow[:, None], flowed, predicted),  # without a velocity, predicted == base
         )
-        for state, box in zip(states, boxes):
+        for state, box in zip(states, boxes, strict=True):
             state.box, state.last_seen = box, t
         out[:, :4] = boxes
         return out.astype(DTYPE, copy=False)

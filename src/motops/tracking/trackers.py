@@ -243,7 +243,7 @@ class UltralyticsTracker:
             self._gmc_sized = True
         if warp is not None:
             if self.name != "botsort":
-                raise ValueError(f"{self.name}: a camera-motion warp was given, but only botsort compensates camera motion")
+                raise ValueError(f"{self.name}: a camera-motion warp was given; only botsort compensates camera motion")
             warp = np.asarray(warp, dtype=np.float64)
             if warp.shape != (2, 3) or not np.isfinite(warp).all():
                 raise ValueError(f"{self.name}: warp must be a finite (2, 3) affine matrix, got shape {warp.shape}")

@@ -196,7 +196,9 @@ def train_detector(
 
     Starts from ``params.weights`` (a local ``.pt``) when given, else from ``params.model``
     (a YAML, random weights), with SGD at ``params.lr0`` (Ultralytics' ``optimizer=auto``
-    would replace the configured rate). Ultralytics' run folder lives in a temporary directory;
+    would replace the configured rate). With ``params.keep_better_start`` the starting weights are
+    scored on val too and kept when no epoch beat them (a finetune must not ship a worse
+    detector than the one it started from). Ultralytics' run folder lives in a temporary directory;
     what is kept is copied into ``out_dir``: ``best.pt``, ``results.csv`` and ``args.yaml``.
     Sets ``YOLO_OFFLINE=1`` in the environment when it is unset.
 
@@ -212,7 +214,10 @@ def train_detector(
 
     Returns:
         ``map50``, ``map50_95``, ``precision``, ``recall`` (fractions in [0, 1], from a
-        final validation of ``best.pt`` on the val split), ``epochs`` (run), ``images_train``,
+        final validation of ``best.pt`` on the val split), ``selected`` (``trained``, or
+        ``start`` when ``params.keep_better_start`` kept the starting weights because no
+        epoch beat their val mAP50-95), ``start_scores`` (the starting weights' four scores;
+        ``None`` when not measured), ``epochs`` (run), ``images_train``,
         ``images_val``, ``seconds`` (wall time), ``device`` and ``history`` (one dict per
         epoch from Ultralytics' ``results.csv``: ``epoch``, losses, ``metrics/mAP50(B)`` …).
 
@@ -250,6 +255,7 @@ def train_detector(
             patience=params.patience,
             warmup_epochs=params.warmup_epochs,
             close_mosaic=params.close_mosaic,
+            freeze=(params.freeze or None) if params.weights else None,  # from scratch: train everything
             device=device,
             workers=params.workers,
             seed=params.seed,
@@ -271,26 +277,20 @@ def train_detector(
             if (run_dir / name).is_file():
                 shutil.copy2(run_dir / name, out_dir / name)
         history = _read_history(run_dir / "results.csv")
-        final = YOLO(str(out_dir / "best.pt"), task="detect")
-        val = final.val(
-            data=str(data_yaml.resolve()),
-            imgsz=params.imgsz,
-            batch=params.batch,
-            device=device,
-            plots=False,
-            verbose=progress,
-            project=tmp,
-            name="val",
-            exist_ok=True,
-        )
+        val = _validate(out_dir / "best.pt", data_yaml, params, device, tmp, "val", progress)
+        selected, start_scores = "trained", None
+        if params.weights and params.keep_better_start:
+            start_val = _validate(Path(start), data_yaml, params, device, tmp, "val_start", progress)
+            start_scores = _scores(start_val)
+            if start_val.box.map > val.box.map:  # Ultralytics' own best.pt criterion: mAP50-95
+                shutil.copy2(start, out_dir / "best.pt")
+                val, selected = start_val, "start"
     for cache in set(_label_caches(data_yaml)) - caches_before:
         cache.unlink(missing_ok=True)
-    box = val.box
     metrics: dict[str, Any] = {
-        "map50": _fraction(box.map50),
-        "map50_95": _fraction(box.map),
-        "precision": _fraction(box.mp),
-        "recall": _fraction(box.mr),
+        **_scores(val),
+        "selected": selected,
+        "start_scores": start_scores,
         "epochs": len(history) or params.epochs,
         "images_train": images["train"],
         "images_val": images["val"],
@@ -301,6 +301,22 @@ def train_detector(
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return metrics
+
+
+def _validate(weights: Path, data_yaml: Path, params: DetectorParams, device: str, project: str, name: str,
+              progress: bool) -> Any:  # fmt: skip
+    from ultralytics import YOLO
+
+    return YOLO(str(weights), task="detect").val(
+        data=str(data_yaml.resolve()), imgsz=params.imgsz, batch=params.batch, device=device, plots=False,
+        verbose=progress, project=project, name=name, exist_ok=True,
+    )  # fmt: skip
+
+
+def _scores(val: Any) -> dict[str, float]:
+    box = val.box
+    return {"map50": _fraction(box.map50), "map50_95": _fraction(box.map), "precision": _fraction(box.mp),
+            "recall": _fraction(box.mr)}  # fmt: skip
 
 
 def plot_history(history: list[dict[str, float | int]], path: str | Path) -> Path:
