@@ -24,6 +24,7 @@ SEQ = "TINY-01"
 LENGTH = 6
 WIDTH, HEIGHT = 64, 48
 MOT17_09 = Path("/work/shared/data/mot17/MOT17-09")
+PETS09 = Path("/work/shared/data/pets09/PETS09-S2L1-DEV")
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,16 @@ def test_box_a_little_outside_image_passes(tiny: Tiny, tmp_path: Path) -> None:
     assert report.success, report.summary_text()
 
 
+def test_fractional_box_wholly_inside_the_image_passes(tiny: Tiny, tmp_path: Path) -> None:
+    """CVAT and public MOT ground truth have fractional corners; 1 - inside/area must not dip below 0."""
+    # these values give 1 - inside/area = -6.7e-16 in float64 without the rounding
+    boxes = tiny.annotations.with_columns(
+        left=pl.col("left") + 0.1, top=pl.col("top") + 0.7, width=pl.lit(10.3), height=pl.lit(20.9)
+    )
+    report = _validate(tiny, tmp_path, annotations=boxes)
+    assert report.success, report.summary_text()
+
+
 def test_track_gap_too_long_fails(tiny: Tiny, tmp_path: Path) -> None:
     # id 2 annotated on frames 1 and 6 only: a gap of 5 frames
     annotations = tiny.annotations.filter((pl.col("id") != 2) | pl.col("frame").is_in([1, LENGTH]))
@@ -411,6 +422,22 @@ def test_real_mot17_09_with_a_stricter_outside_bound_names_the_boxes(tmp_path: P
     text = report.summary_text()
     gt = MOT17_09 / "gt" / "gt.txt"
     assert f"{gt}:736 (sequence MOT17-09, frame 467, id 2)" in text
+
+
+def test_real_pets09_fractional_ground_truth_passes(tmp_path: Path) -> None:
+    """The dev sequence's own gt.txt (fractional coordinates as published) passes the default suite."""
+    from motops.config import ValidationParams
+    from motops.data.mot import read_mot_sequence
+
+    if not (PETS09 / "gt" / "gt.txt").is_file():
+        pytest.skip(f"{PETS09} is not on this machine")
+    sequences, annotations = read_mot_sequence(PETS09)
+    assert (annotations["width"] % 1 != 0).any(), "the fixture is meant to hold fractional coordinates"
+    report = validate_dataset(
+        sequences, annotations, ValidationParams(check_images=False), report_dir=tmp_path / "report"
+    )
+    assert report.success, report.summary_text()
+    assert report.summary["rows"]["annotations"] == 2873
 
 
 def test_probe_image_never_goes_through_ultralytics_image_open(tmp_path: Path) -> None:

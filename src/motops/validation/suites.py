@@ -96,18 +96,26 @@ def schema_table(df: pl.DataFrame) -> pl.DataFrame:
     return df.head(0)
 
 
+#: Decimals kept of a computed fraction: far finer than any tolerance, coarser than float rounding.
+FRACTION_DECIMALS = 9
+
+
 def outside_fraction(image_width: pl.Expr, image_height: pl.Expr) -> pl.Expr:
     """Share of each box's area outside ``[0, W] x [0, H]``, null for an empty box.
 
     The one-pixel offset of MOTChallenge's 1-based corners is far below any
-    sensible tolerance, so boxes are taken as they are written.
+    sensible tolerance, so boxes are taken as they are written. The fraction is rounded
+    to ``FRACTION_DECIMALS`` decimals: with fractional coordinates (CVAT exports, public MOT
+    ground truth) ``1 - inside / area`` of a box wholly inside the image comes out as
+    ``-6.7e-16``, which a ``[0, max]`` bound would refuse.
     """
     left, top = pl.col("left"), pl.col("top")
     right, bottom = left + pl.col("width"), top + pl.col("height")
     inside_w = (pl.min_horizontal(right, image_width) - pl.max_horizontal(left, pl.lit(0.0))).clip(lower_bound=0.0)
     inside_h = (pl.min_horizontal(bottom, image_height) - pl.max_horizontal(top, pl.lit(0.0))).clip(lower_bound=0.0)
     area = pl.col("width") * pl.col("height")
-    return pl.when((pl.col("width") > 0) & (pl.col("height") > 0)).then(1.0 - inside_w * inside_h / area)
+    fraction = (1.0 - inside_w * inside_h / area).round(FRACTION_DECIMALS)
+    return pl.when((pl.col("width") > 0) & (pl.col("height") > 0)).then(fraction)
 
 
 def annotation_table(annotations: pl.DataFrame, sequences: pl.DataFrame) -> pl.DataFrame:
