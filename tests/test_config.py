@@ -39,10 +39,12 @@ def test_params_are_frozen():
 
 
 def test_typo_names_file_line_key_and_closest_key(tmp_path):
-    text = PARAMS.read_text().replace("  epochs: 4\n", "  epoch: 4\n", 1)
+    lines = PARAMS.read_text().splitlines()
+    line = next(i for i, t in enumerate(lines) if t.startswith("  epochs:")) + 1  # detector's, the first
+    lines[line - 1] = "  epoch: 4"
+    text = "\n".join(lines) + "\n"
     bad = tmp_path / "params.yaml"
     bad.write_text(text)
-    line = text.splitlines().index("  epoch: 4") + 1
     with pytest.raises(ConfigError) as err:
         load_params(bad)
     message = str(err.value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 import polars as pl
@@ -271,3 +272,18 @@ def test_runtime_feeds_an_exported_reidnet_bgr_pixels(tmp_path):
     with torch.no_grad():
         expected = net(torch.from_numpy(crops)).numpy()
     np.testing.assert_allclose(ort(frame, boxes), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize(("size", "expected"), [((360, 640), (256, 416)), ((576, 768), (320, 416)),
+                                                ((1080, 1080), (416, 416))])
+def test_export_shape_auto_follows_the_footage_aspect(tmp_path: Path, size: tuple[int, int],
+                                                       expected: tuple[int, int]) -> None:
+    """16:9 footage exports at 256x416, 4:3 at 320x416: a fixed 16:9 shape would shrink 4:3 people to 256x341."""
+    from motops.export.run import export_shape
+
+    val = tmp_path / "yolo" / "images" / "val"
+    val.mkdir(parents=True)
+    cv2.imwrite(str(val / "000001.jpg"), np.zeros((*size, 3), np.uint8))
+    assert export_shape("auto", 416, tmp_path / "yolo") == expected
+    assert export_shape((128, 256), 416, tmp_path / "yolo") == (128, 256)
+    assert export_shape(None, 416, tmp_path / "yolo") == (416, 416)

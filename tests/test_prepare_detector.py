@@ -247,7 +247,8 @@ def test_train_detector_smoke(tmp_path: Path, no_network: list[str], monkeypatch
         min_visibility=0.3,
         progress=False,
     )
-    params = DetectorParams(weights=None, imgsz=160, epochs=1, batch=4, device="cpu", workers=0, seed=0)
+    params = DetectorParams(weights=None, imgsz=160, epochs=1, batch=4, device="cpu", workers=0, seed=0,
+                            time_budget_min=None)
     augment = AugmentParams(motion_blur_p=1.0, occlusion_p=1.0, brightness_p=1.0)
     t0 = time.perf_counter()
     metrics = train_detector(
@@ -293,17 +294,39 @@ def test_train_detector_smoke(tmp_path: Path, no_network: list[str], monkeypatch
 
     start = tmp_path / "start.pt"
     shutil.copy2(best, start)
-    finetune = params.model_copy(update={"weights": str(start)})
+    finetune = params.model_copy(update={"weights": str(start), "freeze": 10})
     for pinned, expected in ((1.0, "start"), (0.0, "trained")):
         monkeypatch.setattr(detector_module, "_validate", start_scores_map(pinned))
         out = tmp_path / f"finetune-{expected}"
         again = train_detector(data_yaml, finetune, augment, out_dir=out, metrics_path=out / "m.json", progress=False)
         assert again["selected"] == expected
-        assert yaml.safe_load((out / "args.yaml").read_text())["freeze"] == params.freeze == 10  # backbone frozen
+        assert yaml.safe_load((out / "args.yaml").read_text())["freeze"] == finetune.freeze == 10  # backbone frozen
         assert again["start_scores"]["map50_95"] == pinned
         assert ((out / "best.pt").read_bytes() == start.read_bytes()) == (expected == "start")
         if expected == "start":  # the shipped scores are the start's
             assert again["map50"] == again["map50_95"] == 1.0
+    monkeypatch.setattr(detector_module, "_validate", real_validate)
+
+    # freeze "auto": one probe epoch per arm from the start; the better val mAP50-95 goes on and is recorded
+    auto = finetune.model_copy(update={"freeze": "auto", "epochs": 3, "keep_better_start": False})
+    out = tmp_path / "finetune-auto"
+    probed = train_detector(data_yaml, auto, augment, out_dir=out, metrics_path=out / "m.json", progress=False)
+    decision = probed["decisions"]["freeze"]
+    scores = decision["probe_map50_95"]
+    assert decision["mode"] == "auto" and set(scores) == {"frozen_backbone", "all_layers"}
+    assert decision["chosen"] == (10 if scores["frozen_backbone"] >= scores["all_layers"] else 0)
+    runs = [row["run"] for row in probed["history"]]
+    assert runs == ["probe_frozen", "probe_all", "train"]  # 3 epochs in all: two probes, then one more
+    assert [row["freeze"] for row in probed["history"]][2] == decision["chosen"]
+    assert probed["epochs"] == 3 and probed["decisions"]["stop"].startswith("epochs done")
+
+    # a budget that cannot hold the probes and one epoch is refused before anything is trained
+    tiny_budget = auto.model_copy(update={"time_budget_min": 0.001})
+    out = tmp_path / "finetune-budget"
+    with pytest.raises(ConfigError, match=r"detector.time_budget_min: 0.001 min cannot hold"):
+        train_detector(data_yaml, tiny_budget, augment, out_dir=out, metrics_path=out / "m.json", progress=False)
+    assert not (out / "best.pt").exists() and not (out / "m.json").exists()
+
     after = sorted(p.name for p in USER_CONFIG_DIR.iterdir()) if USER_CONFIG_DIR.is_dir() else []
     assert after == config_before  # no fonts downloaded
     assert (settings.read_bytes() if settings.is_file() else None) == settings_before

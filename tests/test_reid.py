@@ -268,10 +268,24 @@ def test_retrieval_metrics_by_hand() -> None:
 
 def test_train_reid_refuses_too_few_ids_or_missing_index(crops: Path, tmp_path: Path) -> None:
     kwargs = dict(out_dir=tmp_path, metrics_path=tmp_path / "m.json", plot_path=tmp_path / "p.png", progress=False)
-    with pytest.raises(ValueError, match=r"reid.p_ids=200 .* training identities"):
-        train_reid(crops, ReidParams(p_ids=200), **kwargs)
+    index = pl.read_parquet(crops / "index.parquet")
+    one_id = tmp_path / "one-id"
+    one_id.mkdir()
+    first = index.filter(pl.col("split") == "train")["pid"][0]
+    index.filter((pl.col("split") != "train") | (pl.col("pid") == first)).write_parquet(one_id / "index.parquet")
+    with pytest.raises(DataFormatError, match=r"holds 1 training identities; the triplet loss needs at least 2"):
+        train_reid(one_id, ReidParams(), **kwargs)
     with pytest.raises(DataFormatError, match="index not found"):
         train_reid(tmp_path / "nothing", ReidParams(), **kwargs)
+
+
+def test_train_reid_with_fewer_ids_than_a_batch_asks_for_uses_them_all(crops: Path, tmp_path: Path) -> None:
+    """A user's footage with few people still trains: P becomes the number of training identities."""
+    params = ReidParams(height=CROP_H, width=CROP_W, p_ids=200, k_instances=2, embedding_dim=32, seed=0)
+    metrics = train_reid(crops, params, out_dir=tmp_path, metrics_path=tmp_path / "m.json",
+                         plot_path=tmp_path / "p.png", progress=False, max_steps=2)
+    assert metrics["p_ids"] == metrics["train_ids"] < 200
+    assert (tmp_path / "reid.pt").is_file()
 
 
 @pytest.mark.slow

@@ -12,8 +12,9 @@ import pytest
 
 from motops.config import SyntheticParams
 from motops.data.synthetic import synthesize
+from motops.errors import ConfigError
 from motops.tracking.matching import iou_matrix
-from motops.tracking.runner import COMPONENTS, track_source, tracker_params_from
+from motops.tracking.runner import COMPONENTS, SETTINGS, resolve_settings, track_source, tracker_params_from
 from motops.tracking.video import SourceError, Trails, draw_tracks, id_colour, open_source
 
 FRAMES = 30
@@ -230,6 +231,48 @@ def test_tracker_params_from_picks_tracker_keys() -> None:
 
     picked = tracker_params_from(TrackParams())
     assert "detect_every" not in picked and "tracker" not in picked and picked["track_buffer"] == 30
+
+
+def test_summary_records_the_settings_used_and_where_each_came_from(footage: Path, tmp_path: Path) -> None:
+    det = GroundTruthDetector(_gt(footage), detect_every=2)
+    summary = track_source(
+        footage / "synth-01", detector=det, tracker="bytetrack", tracker_params={"track_buffer": 45},
+        detect_every=2, flow="farneback", out_dir=tmp_path / "out", write_video=False, max_frames=4, progress=False,
+        user_settings=["tracker", "track_buffer"], settings_base="bundle models/release",
+    )
+    assert set(summary["settings"]) == set(SETTINGS)
+    assert summary["settings"]["tracker"] == "bytetrack" and summary["settings"]["track_buffer"] == 45
+    assert summary["settings"]["detect_every"] == 2 and summary["settings"]["flow"] == "farneback"
+    assert summary["settings"]["match_thresh"] == 0.8  # the tracker's own default, as run
+    assert summary["settings_from"]["tracker"] == summary["settings_from"]["track_buffer"] == "user"
+    assert summary["settings_from"]["flow"] == "bundle models/release"
+    with pytest.raises(ValueError, match="user_settings"):
+        track_source(footage / "synth-01", detector=det, out_dir=tmp_path / "bad", user_settings=["backend"])
+    assert not (tmp_path / "bad").exists()
+
+
+def test_resolve_settings_applies_explicit_settings_or_refuses_them() -> None:
+    from motops.config import TrackParams
+
+    base = TrackParams(with_reid=False).model_dump()
+    cfg = resolve_settings(base, {"tracker": "bytetrack", "track_buffer": 60}, has_reid=False, no_reid="-")
+    assert cfg["tracker"] == "bytetrack" and cfg["track_buffer"] == 60 and cfg["match_thresh"] == base["match_thresh"]
+    on = resolve_settings(base, {"with_reid": True, "appearance_thresh": 0.4}, has_reid=True, no_reid="-")
+    assert on["with_reid"] is True and on["appearance_thresh"] == 0.4
+    refusals = [
+        ({"with_reid": True}, False, "track.with_reid=true: give a ReID model"),
+        ({"tracker": "bytetrack", "gmc_method": "none"}, True, "track.gmc_method=none: has no effect: tracker byte"),
+        ({"proximity_thresh": 0.6}, True, "track.proximity_thresh=0.6: has no effect: this run computes no appearance"),
+        ({"flow": "farneback"}, True, "track.flow=farneback: has no effect: detect_every is 1"),
+        ({"track_low_thresh": 0.5, "track_high_thresh": 0.3}, True, "track_low_thresh=0.5 > track_high_thresh=0.3"),
+    ]
+    for user, has_reid, message in refusals:
+        with pytest.raises(ConfigError) as err:
+            resolve_settings(base, user, has_reid=has_reid, no_reid="give a ReID model")
+        assert message in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="--reid r.onnx: has no effect"):
+        resolve_settings(base, {"tracker": "bytetrack", "with_reid": True}, has_reid=True, no_reid="-",
+                         labels={"with_reid": "--reid r.onnx"})
 
 
 def test_prefetch_keeps_order_raises_at_the_failing_frame_and_stops_its_thread() -> None:

@@ -138,12 +138,16 @@ def track(
     engine: Annotated[
         str | None,
         typer.Option(help="An engine bundle folder, or a registered one: models:/NAME@champion, models:/NAME/3. "
-                          "Verified first."),
+                          "Verified first; its tracker.yaml gives the settings you do not set yourself."),
     ] = None,
     detector: Annotated[
         Path | None, typer.Option(help="Without --engine: a detector model (YOLO .pt, .onnx, TensorRT .engine).")
     ] = None,
-    reid: Annotated[Path | None, typer.Option(help="ReID model (.onnx, TorchScript); omitted: motion only.")] = None,
+    reid: Annotated[
+        Path | None,
+        typer.Option(help="Without --engine: a ReID model (.onnx, TorchScript) for BoT-SORT's appearance; "
+                          "omitted: motion only."),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Output folder: tracks.txt, annotated.mp4, summary.json.")] = Path(
         "runs/track"
     ),
@@ -153,50 +157,127 @@ def track(
     detect_every: Annotated[
         int | None, typer.Option(help="Run the detector every N-th frame, optical flow between (track.detect_every).")
     ] = None,
-    imgsz: Annotated[int, typer.Option(help="Detector input size, px.")] = 640,
+    imgsz: Annotated[
+        int | None,
+        typer.Option(help="Detector input size, px (default 640). A model exported with a fixed input size "
+                          "(a bundle's, most ONNX/TensorRT files) runs only at its own size."),
+    ] = None,
     video: Annotated[bool, typer.Option("--video/--no-video", help="Write the annotated video.")] = True,
     max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
     params_file: ParamsOption = Path("params.yaml"),
     overrides: SetOption = None,
 ) -> None:
-    """Track a video with a detector (+ optional ReID); write MOT results, an annotated video and a speed summary."""
+    """Track a video with a detector (+ optional ReID); write MOT results, an annotated video and a speed summary.
+
+    The settings you give (--tracker, --detect-every, --backend, -S track.KEY=...) take effect over
+    the bundle's tracker.yaml (with --engine) or params.yaml; one that cannot is refused, naming it.
+    """
     import json
 
-    from motops.tracking.backends import load_detector, load_reid
-    from motops.tracking.runner import track_source, tracker_params_from
-
     try:
-        params = params_from(params_file, overrides)
-        settings = params.track.model_copy(
-            update={k: v for k, v in {"backend": backend, "tracker": tracker, "detect_every": detect_every}.items()
-                    if v is not None}
-        )
-        settings = type(settings).model_validate(settings.model_dump())  # refuse bad CLI values like params
-        if (engine is None) == (detector is None):
-            raise ConfigError("give exactly one of --engine DIR (a bundle) or --detector MODEL")
-        if engine is not None:
-            from motops.export.bundle import load_bundle
-
-            run = load_bundle(_engine_dir(engine, params), backend=settings.backend).track_kwargs()
-            if detect_every is not None:
-                run["detect_every"] = settings.detect_every
-        else:
-            run = {
-                "detector": load_detector(detector, backend=settings.backend, imgsz=imgsz),
-                "reid": load_reid(reid, backend=settings.backend) if reid is not None and settings.with_reid else None,
-                "tracker": settings.tracker,
-                "tracker_params": tracker_params_from(settings),
-                "detect_every": settings.detect_every,
-                "flow": settings.flow,
-            }
-        summary = track_source(source, out_dir=out, write_video=video, max_frames=max_frames, **run)
+        summary = _track(source, engine=engine, detector=detector, reid=reid, out=out, backend=backend,
+                         tracker=tracker, detect_every=detect_every, imgsz=imgsz, video=video, max_frames=max_frames,
+                         params_file=params_file, overrides=overrides)
     except (MotopsError, FileNotFoundError) as exc:
         raise fail(exc, 2) from None
     except ValueError as exc:  # pydantic's ValidationError included
         raise fail(ConfigError(str(exc)), 2) from None
     latency = {k: round(v["p50"], 2) for k, v in summary["latency_ms"].items() if isinstance(v, dict) and "p50" in v}
+    user = {k: summary["settings"][k] for k, v in summary["settings_from"].items() if v == "user"}
     typer.echo(json.dumps({"frames": summary["frames"], "fps": round(summary["fps"], 2), "p50_ms": latency,
-                           "out": str(out)}, indent=2))
+                           "user_settings": user, "out": str(out)}, indent=2))
+
+
+def _track(
+    source: str, *, engine: str | None, detector: Path | None, reid: Path | None, out: Path, backend: str | None,
+    tracker: str | None, detect_every: int | None, imgsz: int | None, video: bool, max_frames: int | None,
+    params_file: Path, overrides: list[str] | None,
+) -> dict:
+    """``motops track``: every setting checked (taking effect or refused) before anything runs or is written."""
+    from pydantic import ValidationError
+
+    from motops.cli_common import refuse_unused, user_settings
+    from motops.tracking.backends import load_detector, load_reid
+    from motops.tracking.runner import (
+        SETTINGS,
+        engine_with_settings,
+        resolve_settings,
+        track_source,
+        tracker_params_from,
+    )
+
+    params = params_from(params_file, overrides)
+    if (engine is None) == (detector is None):
+        raise ConfigError("give exactly one of --engine DIR (a bundle) or --detector MODEL")
+    registered = engine is not None and engine.startswith("models:/")
+    refuse_unused(overrides, ("track", "registry") if registered else ("track",), "motops track")
+    options = {"tracker": tracker, "detect_every": detect_every, "backend": backend}
+    flags = {"tracker": "--tracker", "detect_every": "--detect-every", "backend": "--backend"}
+    try:  # refuse bad option values as params.yaml's are
+        checked = type(params.track).model_validate(
+            {**params.track.model_dump(), **{k: v for k, v in options.items() if v is not None}}
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = str(first["loc"][0])
+        raise ConfigError(f"{flags.get(key, key)} {first.get('input')}: {first['msg']}") from None
+    user = user_settings("track", params.track, overrides)
+    labels: dict[str, str] = {}
+    for key, flag in flags.items():
+        if options[key] is None:
+            continue
+        value = getattr(checked, key)
+        if key in user and user[key] != value:
+            raise ConfigError(f"{flag} {value} contradicts -S track.{key}={user[key]}; give one of them")
+        user[key], labels[key] = value, f"{flag} {value}"
+    if reid is not None:
+        if engine is not None:
+            raise ConfigError(f"--reid {reid}: with --engine the bundle's own ReID model is used; drop --reid "
+                              "(-S track.with_reid=true turns the bundle's appearance on)")
+        if user.get("with_reid") is False:
+            raise ConfigError(f"--reid {reid} contradicts -S track.with_reid=false; give one of them")
+        user["with_reid"], labels["with_reid"] = True, f"--reid {reid}"
+    backend_name = user.pop("backend", None)
+    settings = {k: v for k, v in user.items() if k in SETTINGS}
+
+    if engine is not None:
+        from motops.export.bundle import load_bundle
+
+        if backend_name == "torch":
+            raise ConfigError(f"{labels.get('backend', 'track.backend=torch')}: an engine bundle holds no torch "
+                              "weights; use auto, onnxruntime or tensorrt")
+        default = params.track.backend if params.track.backend != "torch" else "auto"  # params.yaml's, for .pt files
+        folder = _engine_dir(engine, params)
+        loaded = load_bundle(folder, backend=backend_name or default)
+        if imgsz is not None and (imgsz, imgsz) != tuple(loaded.imgsz):
+            h, w = loaded.imgsz
+            raise ConfigError(f"--imgsz {imgsz}: the bundle's detector takes {h}x{w} (H x W), fixed when it was "
+                              "exported; re-run export at that size (export.imgsz) or drop --imgsz")
+        loaded = engine_with_settings(loaded, settings, labels=labels)
+        run = loaded.track_kwargs()
+        base = f"bundle {folder}"
+    else:
+        cfg = resolve_settings(
+            params.track.model_dump(), settings, has_reid=reid is not None, labels=labels,
+            no_reid="no ReID model was given; add --reid MODEL",
+        )
+        model = load_detector(detector, backend=checked.backend, imgsz=640 if imgsz is None else imgsz)
+        if imgsz is not None and (imgsz, imgsz) != tuple(model.imgsz):
+            h, w = model.imgsz
+            raise ConfigError(f"--imgsz {imgsz}: {detector} takes {h}x{w} (H x W), fixed when it was exported; "
+                              "export it again at that size or drop --imgsz")
+        appearance = cfg["tracker"] == "botsort" and cfg["with_reid"]
+        run = {
+            "detector": model,
+            "reid": load_reid(reid, backend=checked.backend) if reid is not None and appearance else None,
+            "tracker": cfg["tracker"],
+            "tracker_params": tracker_params_from(cfg),
+            "detect_every": cfg["detect_every"],
+            "flow": cfg["flow"],
+        }
+        base = str(params_file) if params_file.exists() else "defaults"
+    return track_source(source, out_dir=out, write_video=video, max_frames=max_frames, user_settings=list(settings),
+                        settings_base=base, **run)
 
 
 def _engine_dir(engine: str, params: Params) -> Path:
@@ -293,13 +374,35 @@ def report(params_file: ParamsOption = Path("params.yaml"), overrides: SetOption
 
 @app.command()
 def evaluate(params_file: ParamsOption = Path("params.yaml"), overrides: SetOption = None) -> None:
-    """Score the exported engine on the val sequences (the `evaluate` stage): sweep, TrackEval, FPS, plots."""
-    from motops.stages import evaluate as run
+    """Score the exported engine on the val sequences (the `evaluate` stage): sweep, TrackEval, FPS, plots.
+
+    The bundle's tracker.yaml decides how it tracks; -S track.KEY=... takes effect over it (and is kept in
+    the scored release bundle), or is refused naming the key. Keys the stage does not read are refused.
+    """
+    import json
+
+    from motops.cli_common import refuse_unused, user_settings
+    from motops.evaluation.run import READS, evaluate_engine
 
     try:
-        run(params_from(params_file, overrides))
+        params = params_from(params_file, overrides)
+        refuse_unused(overrides, READS, "motops evaluate")
+        user_track = user_settings("track", params.track, overrides)
+        # the evaluate stage (stages.evaluate) with the user's explicit track settings passed on
+        metrics = evaluate_engine(params, Path("."), user_track=user_track)
     except MotopsError as exc:
         raise fail(exc, 2) from None
+    out = Path("metrics") / "eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(metrics, indent=2, default=str) + "\n", encoding="utf-8")
+    typer.echo(f"evaluate: IDF1 {metrics['idf1']:.3f}, HOTA {metrics['hota']:.3f}, MOTA {metrics['mota']:.3f}, "
+               f"IDSW {metrics['idsw']}, Frag {metrics['frag']}, {metrics['fps']:.1f} FPS ({metrics['backend']}); "
+               f"threshold {metrics['threshold']}")
+    if user_track:
+        given = (f"track.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in user_track.items())
+        typer.echo(f"  over the bundle's tracker.yaml: {', '.join(given)}")
+    for seq, m in metrics["sequences"].items():
+        typer.echo(f"  {seq}: IDF1 {m['idf1']:.3f} HOTA {m['hota']:.3f} -- {m['diagnosis']}")
 
 
 registry_app = typer.Typer(help="The MLflow model registry: versions, aliases, gate tables, lineage.",

@@ -217,6 +217,10 @@ def train_detector(params: Params, root: Path = Path(".")) -> dict:
     plot_history(history, root / "reports" / "detector_training.png")
     print(f"train_detector: mAP50 {metrics['map50']:.3f}, mAP50-95 {metrics['map50_95']:.3f}, "
           f"P {metrics['precision']:.3f}, R {metrics['recall']:.3f} ({metrics['seconds']:.0f} s)")
+    decided = metrics["decisions"]
+    why = decided["freeze"].get("reason", decided["freeze"]["mode"])
+    print(f"train_detector: freeze {decided['freeze']['chosen']} ({why}); "
+          f"{metrics['epochs']} epochs, stopped by {decided.get('stop', 'n/a')}")
     if metrics["selected"] == "start":
         trained = max((row.get("metrics/mAP50-95(B)", 0.0) for row in history), default=0.0)
         print(f"train_detector: kept the starting weights {params.detector.weights}: no epoch beat their val "

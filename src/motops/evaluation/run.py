@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,10 +30,21 @@ import polars as pl
 
 from motops.config import Params
 from motops.data.mot import SeqInfo, read_mot_txt
-from motops.errors import DataFormatError
+from motops.errors import ConfigError, DataFormatError
 
 #: Keys of ``metrics/eval.json`` (combined and per sequence).
 EVAL_KEYS = ("hota", "deta", "assa", "mota", "idf1", "idsw", "frag", "fps")
+#: What the stage reads of the params: a ``-S`` override elsewhere has no effect on it.
+READS = (
+    "evaluate", "track", "export.engine_dir", "prepare.out_dir", "data.sequences_table", "data.annotations",
+)
+#: ``track:`` settings the confidence sweep chooses, and how to pin them instead.
+SWEPT = {
+    "track_high_thresh": "is chosen by the confidence sweep; to pin it, sweep one value: "
+                         "-S evaluate.sweep_thresholds=[{value}]",
+    "new_track_thresh": "is set by the confidence sweep (the chosen track_high_thresh + 0.1); "
+                        "choose the threshold with -S evaluate.sweep_thresholds=[...]",
+}
 
 
 def _val_sequences(params: Params, root: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -84,12 +97,43 @@ class _Frames:
         return self.path(seq, 1).parent
 
 
-def evaluate_engine(params: Params, root: Path = Path("."), *, progress: bool = True) -> dict[str, Any]:
+def _engine_backend(params: Params, user_track: Mapping[str, Any]) -> str:
+    """The detector backend the bundle is loaded with: ``track.backend``, ``torch`` refused only when asked for."""
+    if "backend" in user_track and user_track["backend"] == "torch":
+        raise ConfigError("track.backend=torch: an engine bundle holds no torch weights; "
+                          "use auto, onnxruntime or tensorrt")
+    # params.yaml's default may name torch for `motops track --detector x.pt`; a bundle then runs on its default
+    return params.track.backend if params.track.backend != "torch" else "auto"
+
+
+def evaluate_engine(
+    params: Params,
+    root: Path = Path("."),
+    *,
+    progress: bool = True,
+    user_track: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Sweep, track, score and time the exported engine on the val sequences.
 
     Writes ``evaluate.out_dir`` (``sweep.png``, ``sweep.csv``, ``fps.png``, ``tracker.yaml``,
     ``tracks/SEQ.txt``, ``sequences.csv``, plots data for DVC), the release bundle
     ``evaluate.release_dir`` and returns the content of ``metrics/eval.json``.
+
+    The bundle's ``tracker.yaml`` decides how it tracks; ``params.track`` (written into it by the
+    export stage) does not override it, except for ``track.backend`` and what ``user_track`` names.
+
+    Args:
+        params: The params.
+        root: The project folder the params' paths are relative to.
+        progress: Show progress bars.
+        user_track: ``track:`` settings the user gave explicitly (``motops evaluate -S track.KEY=...``),
+            by key: they take effect over the bundle's ``tracker.yaml`` and are kept in the
+            release bundle, which is what was scored. ``track_high_thresh`` and
+            ``new_track_thresh`` are the sweep's to choose; a setting that cannot take effect
+            (``with_reid: true`` on a bundle without a ReID model, ...) is refused.
+
+    Raises:
+        ConfigError: A ``user_track`` setting that cannot take effect, before anything is written.
     """
     from tqdm import tqdm
 
@@ -97,15 +141,21 @@ def evaluate_engine(params: Params, root: Path = Path("."), *, progress: bool = 
     from motops.evaluation.sweep import sweep_thresholds
     from motops.evaluation.trackeval_adapter import diagnose, score
     from motops.export.bundle import load_bundle, rewrite_bundle
-    from motops.tracking.runner import track_source
+    from motops.tracking.runner import engine_with_settings, track_source
 
+    user_track = dict(user_track or {})
+    for key, why in SWEPT.items():
+        if key in user_track:
+            value = user_track[key]
+            raise ConfigError(f"track.{key}={value}: {why.format(value=value)}")
     cfg = params.evaluate
     out = root / cfg.out_dir
-    (out / "tracks").mkdir(parents=True, exist_ok=True)
     engine_dir = root / params.export.engine_dir
-    backend = params.track.backend if params.track.backend != "torch" else "auto"
-    engine = load_bundle(engine_dir, backend=backend)
+    engine = load_bundle(engine_dir, backend=_engine_backend(params, user_track))
+    settings = {k: v for k, v in user_track.items() if k != "backend"}
+    engine = engine_with_settings(engine, settings)
     sequences, annotations = _val_sequences(params, root)
+    (out / "tracks").mkdir(parents=True, exist_ok=True)
     frames = _Frames(sequences, root)
     names = sorted(sequences["sequence"].to_list())
     info = {r["sequence"]: r for r in sequences.iter_rows(named=True)}
@@ -125,24 +175,47 @@ def evaluate_engine(params: Params, root: Path = Path("."), *, progress: bool = 
         for seq in names
     }
 
-    # 1. detections at the bundle's low threshold, once
-    detections: dict[str, dict[int, np.ndarray]] = {}
-    total = sum(length(s) for s in names)
+    # 1. detections at the bundle's low threshold, once per NMS IoU the sweep tries
+    nms_ious = sorted({float(i) for i in cfg.sweep_nms_iou})
+    detectors = {iou: _with_nms_iou(engine.detector, iou) for iou in nms_ious}
+    detections: dict[float, dict[str, dict[int, np.ndarray]]] = {iou: {s: {} for s in names} for iou in nms_ious}
+    total = sum(length(s) for s in names) * len(nms_ious)
     with tqdm(total=total, desc="detect val frames", unit="frame", disable=not progress) as bar:
         for seq in names:
-            detections[seq] = {}
             for f in range(1, length(seq) + 1):
-                detections[seq][f] = np.asarray(engine.detector(frames(seq, f)), dtype=np.float64)
-                bar.update(1)
+                image = frames(seq, f)
+                for iou, detector in detectors.items():
+                    detections[iou][seq][f] = np.asarray(detector(image), dtype=np.float64)
+                    bar.update(1)
 
-    # 2. the confidence sweep
-    tracker_params = dict(engine.tracker_params)
-    sweep = sweep_thresholds(
-        detections, gt, seqinfo, thresholds=cfg.sweep_thresholds, tracker=engine.tracker,
-        tracker_params=tracker_params, metric=cfg.sweep_metric, frames=frames, reid=engine.reid, progress=progress,
-    )
+    # 2. the sweep: confidence thresholds x NMS IoU x with and without appearance (where the bundle
+    # can do both)
+    arms = _appearance_arms(engine, params, settings, user_track)
+    sweeps: dict[str, dict[float, Any]] = {arm: {} for arm in arms}
+    for iou in nms_ious:
+        for arm, candidate in arms.items():
+            sweeps[arm][iou] = sweep_thresholds(
+                detections[iou], gt, seqinfo, thresholds=cfg.sweep_thresholds, tracker=candidate.tracker,
+                tracker_params=dict(candidate.tracker_params), metric=cfg.sweep_metric, frames=frames,
+                reid=candidate.reid, progress=progress,
+            )
+    # ties go to the bundle's IoU, then to the looser one (crowds keep their overlapping people)
+    bundle_iou = float(engine.config["iou"])
+    best_iou = {arm: max(by_iou, key=lambda i: (by_iou[i].table[cfg.sweep_metric].max(), i == bundle_iou, i))
+                for arm, by_iou in sweeps.items()}  # fmt: skip
+    appearance = _choose_appearance({arm: sweeps[arm][best_iou[arm]] for arm in arms}, cfg.sweep_metric,
+                                    cfg.appearance_min_gain)  # fmt: skip
+    arm = appearance["chosen_arm"]
+    nms_iou = best_iou[arm]
+    engine, sweep = arms[arm], sweeps[arm][nms_iou]
+    if nms_iou != bundle_iou:
+        engine = dataclasses.replace(engine, detector=detectors[nms_iou], config={**engine.config, "iou": nms_iou})
     chosen = sweep.tracker_params
     sweep.table.write_csv(out / "sweep.csv")
+    pl.concat([
+        by_iou[iou].table.with_columns(nms_iou=pl.lit(iou), appearance=pl.lit(a == "appearance"))
+        for a, by_iou in sweeps.items() for iou in by_iou
+    ]).write_csv(out / "sweep_all.csv")  # fmt: skip
     if cfg.plots:
         plot_sweep(sweep.table, out / "sweep.png", metric=cfg.sweep_metric, best_threshold=sweep.best_threshold)
 
@@ -157,6 +230,7 @@ def evaluate_engine(params: Params, root: Path = Path("."), *, progress: bool = 
             frames.folder(seq), detector=engine.detector, reid=engine.reid, tracker=engine.tracker,
             tracker_params=chosen, detect_every=engine.detect_every, flow=engine.flow, out_dir=run_dir,
             write_video=False, max_frames=length(seq), progress=progress,
+            user_settings=list(settings), settings_base=f"bundle {params.export.engine_dir}",
         )
         summaries[seq] = summary
         tracks = run_dir / "tracks.txt"
@@ -182,10 +256,12 @@ def evaluate_engine(params: Params, root: Path = Path("."), *, progress: bool = 
         **pack(result.combined, frames_total / wall_total if wall_total else 0.0),
         "backend": backend_name,
         "threshold": sweep.best_threshold,
+        "nms_iou": nms_iou,
         "sweep_metric": cfg.sweep_metric,
         "frames": frames_total,
         "latency_ms": _latency(summaries),
         "engine": {k: v for k, v in engine.chosen.items()},
+        "appearance": appearance,
         "sequences": per_seq,
     }
     pl.DataFrame([{"sequence": s, **{k: v for k, v in m.items() if k != "diagnosis"}} for s, m in per_seq.items()]
@@ -198,10 +274,58 @@ def evaluate_engine(params: Params, root: Path = Path("."), *, progress: bool = 
     import yaml
 
     (out / "tracker.yaml").write_text(yaml.safe_dump(tracker_cfg, sort_keys=False), encoding="utf-8")
-    gated = {k: metrics[k] for k in (*EVAL_KEYS, "backend", "threshold")}
+    gated = {k: metrics[k] for k in (*EVAL_KEYS, "backend", "threshold", "nms_iou")}
     rewrite_bundle(engine_dir, root / cfg.release_dir, tracker=tracker_cfg,
                    metrics={**engine.manifest.get("metrics", {}), "tracking": gated})
     return metrics
+
+
+def _with_nms_iou(detector: Any, iou: float) -> Any:
+    """``detector`` (a :class:`motops.tracking.backends.Detector`) suppressing overlaps above ``iou``; same model."""
+    if detector.iou == iou:
+        return detector
+    other = copy.copy(detector)
+    other.iou = iou
+    return other
+
+
+def _appearance_arms(engine: Any, params: Params, settings: Mapping[str, Any],
+                     user_track: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """The engines the sweep compares: ``{"motion": ..., "appearance": ...}``, or the one engine as it is.
+
+    Both arms exist only where the choice is open: BoT-SORT, a bundle with a ReID model,
+    ``evaluate.choose_appearance`` on, and no explicit ``track.with_reid`` from the user.
+    """
+    from motops.tracking.runner import engine_with_settings
+
+    has_reid = any(isinstance(e, dict) and e.get("role") == "reid" for e in engine.manifest.get("files", {}).values())
+    if not (params.evaluate.choose_appearance and has_reid and engine.tracker == "botsort"
+            and "with_reid" not in user_track):  # fmt: skip
+        return {"appearance" if engine.reid is not None else "motion": engine}
+    arms = {}
+    for arm, on in (("motion", False), ("appearance", True)):
+        candidate = engine_with_settings(engine, {**settings, "with_reid": on})
+        candidate.chosen["user_settings"] = ", ".join(f"{k}={v}" for k, v in settings.items())
+        arms[arm] = candidate
+    return arms
+
+
+def _choose_appearance(sweeps: Mapping[str, Any], metric: str, min_gain: float) -> dict[str, Any]:
+    """Appearance on only when its best sweep score beats motion alone by ``min_gain``: it costs frame time."""
+    best = {arm: float(s.table[metric].max()) for arm, s in sweeps.items()}
+    if set(best) != {"motion", "appearance"}:
+        (arm,) = best
+        return {"measured": False, "chosen_arm": arm, "with_reid": arm == "appearance",
+                "reason": "not compared: fixed by the user or the bundle (no ReID model, or ByteTrack)"}
+    gain = best["appearance"] - best["motion"]
+    on = gain >= min_gain
+    return {
+        "measured": True, "metric": metric, "motion": round(best["motion"], 4),
+        "appearance": round(best["appearance"], 4), "gain": round(gain, 4), "min_gain": min_gain,
+        "chosen_arm": "appearance" if on else "motion", "with_reid": on,
+        "reason": f"{metric} {best['appearance']:.3f} with appearance, {best['motion']:.3f} without: "
+                  + ("the gain pays for the ReID time" if on else f"a gain under {min_gain:g} does not pay for it"),
+    }
 
 
 def _latency(summaries: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:

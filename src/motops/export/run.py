@@ -49,6 +49,21 @@ def _val_frames(yolo_dir: Path, n: int) -> tuple[list[np.ndarray], list[Path]]:
     return frames, pick
 
 
+def export_shape(imgsz: tuple[int, int] | str | None, train_size: int, yolo_dir: Path) -> tuple[int, int]:
+    """``(H, W)`` of the exported detector from ``export.imgsz``.
+
+    ``auto``: width ``train_size``, height for the aspect ratio of the first val frame, rounded
+    up to the stride 32 so the footage fills the input (nothing is shrunk to fit).
+    """
+    if imgsz == "auto":
+        (frame,), files = _val_frames(yolo_dir, 1)
+        if frame is None:
+            raise DataFormatError(files[0], "cannot be decoded as an image")
+        h, w = frame.shape[:2]
+        return min(int(np.ceil(train_size * h / w / 32) * 32), 4096), train_size
+    return tuple(imgsz) if imgsz else (train_size, train_size)
+
+
 def _train_frames(yolo_dir: Path, n: int, seed: int) -> list[np.ndarray]:
     import cv2
 
@@ -117,7 +132,7 @@ def export_engine(params: Params, root: Path = Path("."), *, progress: bool = Tr
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    imgsz = tuple(cfg.imgsz) if cfg.imgsz else (params.detector.imgsz, params.detector.imgsz)
+    imgsz = export_shape(cfg.imgsz, params.detector.imgsz, yolo_dir)
     files: dict[str, Path] = {}
     report: dict[str, Any] = {}
 

@@ -28,16 +28,18 @@ the tracker's time, so ``associate`` on detection frames is association alone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
+from motops.errors import ConfigError
 from motops.tracking.skipping import SkippingTracker
-from motops.tracking.trackers import TRACKER_PARAM_NAMES, make_tracker
+from motops.tracking.trackers import TRACKER_PARAM_NAMES, TrackerParams, make_tracker
 from motops.tracking.types import TRACK_CONF, TRACK_ID
 from motops.tracking.video import Trails, VideoWriter, draw_tracks, open_source, prefetch
 
@@ -45,6 +47,17 @@ COMPONENTS = ("decode", "detect", "reid", "associate", "write")
 TRACKS_FILE = "tracks.txt"
 VIDEO_FILE = "annotated.mp4"
 SUMMARY_FILE = "summary.json"
+#: The run's settings besides the tracker's association settings (``params.yaml`` ``track:`` keys).
+RUN_SETTINGS: Final = ("tracker", "detect_every", "flow")
+#: Every setting a run resolves (:func:`resolve_settings`) and ``summary.json`` records.
+SETTINGS: Final = (*RUN_SETTINGS, *TRACKER_PARAM_NAMES)
+#: BoT-SORT's own settings: ByteTrack has neither appearance nor camera-motion compensation.
+_BOTSORT_ONLY: Final = ("with_reid", "proximity_thresh", "appearance_thresh", "gmc_method")
+#: Settings BoT-SORT reads only when it computes appearance embeddings.
+_APPEARANCE_ONLY: Final = ("proximity_thresh", "appearance_thresh")
+
+if TYPE_CHECKING:
+    from motops.export.bundle import Engine
 
 
 def tracker_params_from(track: Any) -> dict[str, Any]:
@@ -56,6 +69,124 @@ def tracker_params_from(track: Any) -> dict[str, Any]:
     """
     get = track.get if isinstance(track, Mapping) else lambda k, d=None: getattr(track, k, d)
     return {k: get(k) for k in TRACKER_PARAM_NAMES if get(k) is not None}
+
+
+def _shown(value: Any) -> str:
+    """A setting's value as the user types it after ``-S KEY=`` (``true``, not ``True``)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def resolve_settings(
+    base: Mapping[str, Any],
+    user: Mapping[str, Any],
+    *,
+    has_reid: bool,
+    no_reid: str,
+    labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The settings a run uses: the user's explicit ones over ``base``; one that could not take effect is refused.
+
+    ``base`` is what the run falls back on (an engine bundle's ``tracker.yaml``, or
+    ``params.yaml``'s ``track:``), ``user`` what the user asked for by name (``-S track.KEY``
+    or a command-line option). An explicit choice always beats ``base``; a setting the run
+    would ignore (BoT-SORT's on ByteTrack, the appearance thresholds without appearance,
+    ``flow`` when every frame is detected) or cannot honour (``with_reid`` without a ReID
+    model) is refused instead of being dropped silently.
+
+    Args:
+        base: Every key of :data:`SETTINGS` (extra keys, e.g. the detector's ``conf``, are kept).
+        user: The explicitly given settings, keys of :data:`SETTINGS`.
+        has_reid: Whether this run has a ReID model to compute appearance with.
+        no_reid: Why there is none and what to do, said when ``with_reid: true`` is asked for.
+        labels: How the user gave each key of ``user``, for messages (``--tracker bytetrack``);
+            default ``track.KEY=VALUE``.
+
+    Returns:
+        ``base`` with ``user`` applied (a new dict).
+
+    Raises:
+        ConfigError: One line naming the key (as the user spelt it), its value and why it
+            cannot take effect; or association settings that contradict each other.
+    """
+    unknown = [k for k in user if k not in SETTINGS]
+    if unknown:
+        raise ConfigError(f"track.{unknown[0]}: not a setting of a tracking run; expected one of {', '.join(SETTINGS)}")
+    missing = [k for k in SETTINGS if k not in base]
+    if missing:
+        raise ValueError(f"resolve_settings: base lacks {', '.join(missing)}")
+    cfg = {**base, **user}
+    appearance = cfg["tracker"] == "botsort" and bool(cfg["with_reid"]) and has_reid
+
+    def given(key: str) -> str:
+        return (labels or {}).get(key) or f"track.{key}={_shown(user[key])}"
+
+    def refuse(key: str, why: str) -> ConfigError:
+        return ConfigError(f"{given(key)}: {why}")
+
+    for key in user:
+        if key in _BOTSORT_ONLY and cfg["tracker"] == "bytetrack":
+            raise refuse(key, "has no effect: tracker bytetrack uses no appearance and no camera-motion "
+                              "compensation (BoT-SORT's settings); choose tracker botsort for it")
+    if user.get("with_reid") is True and not has_reid:
+        raise refuse("with_reid", no_reid)
+    for key in _APPEARANCE_ONLY:
+        if key in user and not appearance:
+            why = "with_reid is false" if not cfg["with_reid"] else "there is no ReID model"
+            raise refuse(key, f"has no effect: this run computes no appearance ({why})")
+    if "flow" in user and cfg["detect_every"] == 1:
+        raise refuse("flow", "has no effect: detect_every is 1, so no frame is propagated by optical flow")
+    try:
+        TrackerParams(**{k: cfg[k] for k in TRACKER_PARAM_NAMES})
+    except ValueError as exc:
+        raise ConfigError(f"{exc} (given: {', '.join(given(k) for k in user)})") from None
+    return cfg
+
+
+def engine_with_settings(engine: Engine, user: Mapping[str, Any], *, labels: Mapping[str, str] | None = None) -> Engine:
+    """``engine`` with the user's explicit settings over its ``tracker.yaml`` (see :func:`resolve_settings`).
+
+    Turning appearance on (``with_reid: true``, or ``tracker: botsort`` over a bundle whose
+    ``tracker.yaml`` has ``with_reid: true``) loads the bundle's ReID model as
+    :func:`~motops.export.bundle.load_bundle` would have (its INT8 ONNX on the CPU); turning it
+    off drops the model. ``engine.config`` and ``engine.chosen`` say what runs.
+
+    Raises:
+        ConfigError: A setting that cannot take effect with this bundle (one line naming it).
+    """
+    if not user:
+        return engine
+    from motops.export import bundle
+    from motops.tracking.backends import load_reid
+
+    roles = {e["role"]: name for name, e in engine.manifest.get("files", {}).items() if isinstance(e, dict)}
+    has_reid = "reid" in roles
+    cfg = resolve_settings(
+        engine.config, user, has_reid=has_reid, labels=labels,
+        no_reid=f"the bundle {engine.path} has no ReID model, and a bundle's models are fixed when it is exported; "
+                f"re-run export with a ReID model",
+    )
+    chosen = dict(engine.chosen)
+    reid = engine.reid
+    if cfg["tracker"] == "botsort" and cfg["with_reid"] and has_reid:
+        if reid is None:
+            # the bundle's tracker.yaml left it unloaded; the same choice of file as load_bundle's
+            path, why = bundle._pick_onnx(engine.path, roles, "reid", "auto", bundle._ort_uses_gpu("auto"))
+            reid = load_reid(path, backend="onnxruntime")
+            chosen["reid"] = f"{path.name} (onnxruntime): {why}"
+    elif reid is not None:
+        reid = None
+        chosen["reid"] = "none: the tracker uses no appearance"
+    chosen["user_settings"] = ", ".join(f"{k}={_shown(v)}" for k, v in user.items())
+    return dataclasses.replace(
+        engine,
+        reid=reid,
+        tracker=cfg["tracker"],
+        tracker_params={k: cfg[k] for k in TRACKER_PARAM_NAMES},
+        detect_every=cfg["detect_every"],
+        flow=cfg["flow"],
+        config=cfg,
+        chosen=chosen,
+    )
 
 
 def _timed(fn: Callable[..., np.ndarray], sink: list[float]) -> Callable[..., np.ndarray]:
@@ -115,6 +246,8 @@ def track_source(
     write_video: bool = True,
     max_frames: int | None = None,
     progress: bool = True,
+    user_settings: Collection[str] = (),
+    settings_base: str = "arguments",
 ) -> dict[str, Any]:
     """Track every object of a video, folder of frames or stream and write the results.
 
@@ -136,6 +269,8 @@ def track_source(
         max_frames: Stop after this many frames (``None``: the whole source; needed to bound
             a stream, which also stops on Ctrl-C).
         progress: Show a tqdm progress bar.
+        user_settings: Which of :data:`SETTINGS` the user gave explicitly; recorded.
+        settings_base: Where the others came from (``bundle DIR``, ``params.yaml``); recorded.
 
     Returns:
         The summary, also written to ``summary.json``: ``source``, ``frames``,
@@ -144,8 +279,10 @@ def track_source(
         ``frame`` for the whole per-frame loop: ``p50``, ``p95``, ``mean`` over the frames where the
         component ran, ``count`` and ``total_s``), ``tracks`` (distinct ids), ``detect_every``,
         ``detector_calls``, ``reid_calls``, ``tracker``, ``flow``, ``appearance`` (whether
-        embeddings were used), ``backends`` (``detector``, ``reid``), ``interrupted`` and
-        ``outputs`` (file names in ``out_dir``).
+        embeddings were used), ``settings`` (every one of :data:`SETTINGS` the run used),
+        ``settings_from`` (per setting: ``user`` or ``settings_base``), ``backends``
+        (``detector``, ``reid``), ``imgsz`` (the detector's input ``[H, W]``, when it has one),
+        ``interrupted`` and ``outputs`` (file names in ``out_dir``).
 
     Raises:
         FileNotFoundError: ``source`` does not exist.
@@ -163,12 +300,18 @@ def track_source(
     reid_fn = _timed(reid, times["reid"]) if reid is not None else None
     detect_fn = _timed(detector, times["detect"])
 
+    unknown = [k for k in user_settings if k not in SETTINGS]
+    if unknown:
+        raise ValueError(f"user_settings: {unknown[0]!r} is not one of {', '.join(SETTINGS)}")
     src = open_source(source)
     try:
         # The tracker sees one frame in ``detect_every``; its lost-track buffer counts its own
         # updates, so its frame rate is the detection rate (the buffer stays the same in seconds).
         trk = make_tracker(tracker, frame_rate=src.fps / detect_every, reid=reid_fn, **dict(tracker_params or {}))
         runner = SkippingTracker(trk, detect_every=detect_every, flow=flow)
+        params = getattr(trk, "params", None)
+        assoc = dataclasses.asdict(params) if dataclasses.is_dataclass(params) else dict(tracker_params or {})
+        settings = {"tracker": tracker, "detect_every": detect_every, "flow": flow, **assoc}
         out_dir.mkdir(parents=True, exist_ok=True)
         writer = VideoWriter(out_dir / VIDEO_FILE, src.fps, src.size) if write_video else None
         trails = Trails()
@@ -232,7 +375,10 @@ def track_source(
         "tracker": tracker,
         "flow": flow,
         "appearance": bool(getattr(trk, "uses_appearance", False)),
+        "settings": settings,
+        "settings_from": {k: "user" if k in user_settings else settings_base for k in settings},
         "backends": {"detector": _backend_name(detector), "reid": _backend_name(reid)},
+        "imgsz": [int(v) for v in detector.imgsz] if hasattr(detector, "imgsz") else None,
         "interrupted": interrupted,
         "outputs": {"tracks": TRACKS_FILE, "video": VIDEO_FILE if write_video else None, "summary": SUMMARY_FILE},
     }

@@ -182,6 +182,82 @@ def _fraction(value: Any) -> float:
     return min(max(value, 0.0), 1.0) if math.isfinite(value) else 0.0
 
 
+#: ``freeze`` of the probe's frozen arm: YOLOv8's first ten modules are its backbone.
+BACKBONE_MODULES = 10
+
+#: Seconds kept back from the time budget for the final validation(s) of the chosen weights.
+_FINAL_VAL_FACTOR = 2.0
+
+
+def _fitness(row: dict[str, Any]) -> float:
+    """Ultralytics' detection fitness (val mAP50-95) of one ``results.csv`` row or metrics dict."""
+    return float(row.get("metrics/mAP50-95(B)", 0.0))
+
+
+class _Run:
+    """One Ultralytics training run inside the stage: its weights, history and timing."""
+
+    def __init__(self, name: str, freeze: int, best: Path, history: list[dict[str, float | int]], seconds: float,
+                 stop_reason: str) -> None:  # fmt: skip
+        self.name, self.freeze, self.best, self.history = name, freeze, best, history
+        self.seconds, self.stop_reason = seconds, stop_reason
+
+    @property
+    def best_fitness(self) -> float:
+        return max((_fitness(row) for row in self.history), default=0.0)
+
+
+def _fit(start: str, params: DetectorParams, data_yaml: Path, device: str, trainer_cls: type, project: str,
+         name: str, *, freeze: int | None, epochs: int, time_h: float | None, progress: bool) -> _Run:  # fmt: skip
+    """Train from ``start`` and return the run's best weights and per-epoch history."""
+    from ultralytics import YOLO
+
+    t0 = time.perf_counter()
+    model = YOLO(start, task="detect")
+    model.train(
+        trainer=trainer_cls,
+        data=str(data_yaml.resolve()),
+        epochs=epochs,
+        time=time_h,
+        batch=params.batch,
+        imgsz=params.imgsz,
+        lr0=params.lr0,
+        optimizer="SGD",  # 'auto' would ignore lr0 and pick its own optimizer and rate
+        patience=params.patience,
+        warmup_epochs=params.warmup_epochs,
+        close_mosaic=params.close_mosaic,
+        freeze=freeze or None,
+        device=device,
+        workers=params.workers,
+        seed=params.seed,
+        deterministic=True,
+        amp=_precision(device),
+        pretrained=bool(params.weights),
+        plots=False,
+        verbose=progress,
+        project=project,
+        name=name,
+        exist_ok=True,
+    )
+    trainer = model.trainer
+    save_dir = Path(trainer.save_dir)
+    best = Path(trainer.best) if Path(trainer.best).is_file() else Path(trainer.last)
+    history = _read_history(save_dir / "results.csv")
+    if len(history) - trainer.stopper.best_epoch >= params.patience:
+        reason = f"early stop: no better val mAP50-95 in the last {params.patience} epochs"
+    elif time_h and time.perf_counter() - t0 >= time_h * 3600 * 0.95:
+        reason = f"time budget ({len(history)} epochs)"
+    else:
+        reason = f"epochs done ({len(history)})"
+    return _Run(name, int(freeze or 0), best, history, time.perf_counter() - t0, reason)
+
+
+def _budget_left(params: DetectorParams, t0: float) -> float | None:
+    if params.time_budget_min is None:
+        return None
+    return params.time_budget_min * 60 - (time.perf_counter() - t0)
+
+
 def train_detector(
     data_yaml: str | Path,
     params: DetectorParams,
@@ -196,11 +272,24 @@ def train_detector(
 
     Starts from ``params.weights`` (a local ``.pt``) when given, else from ``params.model``
     (a YAML, random weights), with SGD at ``params.lr0`` (Ultralytics' ``optimizer=auto``
-    would replace the configured rate). With ``params.keep_better_start`` the starting weights are
-    scored on val too and kept when no epoch beat them (a finetune must not ship a worse
-    detector than the one it started from). Ultralytics' run folder lives in a temporary directory;
-    what is kept is copied into ``out_dir``: ``best.pt``, ``results.csv`` and ``args.yaml``.
-    Sets ``YOLO_OFFLINE=1`` in the environment when it is unset.
+    would replace the configured rate). How long to train and what to train are measured,
+    not fixed, so the same params serve footage close to the starting weights and footage far
+    from them:
+
+    - ``params.freeze == "auto"`` (finetuning only): one epoch with the backbone frozen and one
+      with every layer, both from the starting weights; the better val mAP50-95 goes on from
+      its probe's weights.
+    - ``params.time_budget_min``: the rest of the stage's wall-clock budget goes to Ultralytics'
+      time mode (the learning-rate schedule is fitted to it), with early stopping after
+      ``params.patience`` epochs without a better val mAP50-95; ``params.epochs`` caps the epochs
+      when no budget is set.
+    - ``params.keep_better_start``: the starting weights are scored on val too and shipped when
+      no trained epoch beats their mAP50-95 (a finetune must not ship a worse detector than the
+      one it started from).
+
+    What was decided and why is returned (and written) under ``decisions``. Ultralytics' run
+    folders live in a temporary directory; ``best.pt``, ``results.csv`` and ``args.yaml`` of the
+    chosen run are copied into ``out_dir``. Sets ``YOLO_OFFLINE=1`` when it is unset.
 
     Args:
         data_yaml: ``data.yaml`` written by :func:`motops.data.prepare.build_yolo_dataset`.
@@ -209,20 +298,23 @@ def train_detector(
         out_dir: Folder for ``best.pt`` and the run's records; created if missing.
         metrics_path: JSON file written with the metrics returned.
         progress: Keep Ultralytics' per-epoch progress bars and summaries.
-        run_dir: Keep Ultralytics' run folder (``weights/last.pt`` after every epoch) here
+        run_dir: Keep Ultralytics' run folders (``weights/last.pt`` after every epoch) here
             instead of a temporary directory; long runs can then be inspected or salvaged.
 
     Returns:
         ``map50``, ``map50_95``, ``precision``, ``recall`` (fractions in [0, 1], from a
-        final validation of ``best.pt`` on the val split), ``selected`` (``trained``, or
-        ``start`` when ``params.keep_better_start`` kept the starting weights because no
-        epoch beat their val mAP50-95), ``start_scores`` (the starting weights' four scores;
-        ``None`` when not measured), ``epochs`` (run), ``images_train``,
+        final validation of the shipped weights on the val split), ``selected`` (``trained``, or
+        ``start`` when the starting weights were kept), ``start_scores`` (the starting weights'
+        four scores; ``None`` when not measured), ``freeze`` (the modules frozen in the shipped
+        run), ``decisions`` (``freeze``: how it was chosen, with the probe scores; ``stop``: why
+        training ended; ``budget_min``), ``epochs`` (trained, probes included), ``images_train``,
         ``images_val``, ``seconds`` (wall time), ``device`` and ``history`` (one dict per
-        epoch from Ultralytics' ``results.csv``: ``epoch``, losses, ``metrics/mAP50(B)`` …).
+        epoch from Ultralytics' ``results.csv``, probe epochs first: ``epoch``, losses,
+        ``metrics/mAP50(B)`` …).
 
     Raises:
-        ConfigError: the weights file is missing or not a ``.pt``, or the model is not a YAML.
+        ConfigError: the weights file is missing or not a ``.pt``, the model is not a YAML, or
+            ``detector.time_budget_min`` is too short for one epoch of this data set.
         DataFormatError: ``data_yaml`` is missing or a split holds no images.
     """
     data_yaml = Path(data_yaml)
@@ -234,64 +326,80 @@ def train_detector(
     out_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("YOLO_OFFLINE", "1")
 
-    from ultralytics import YOLO
-
     # Ultralytics writes label caches next to the labels; the data set is another stage's output,
     # so the caches it creates are removed again at the end (existing ones are left alone)
     caches_before = set(_label_caches(data_yaml))
     device = resolve_device(params.device)
     trainer_cls = _make_trainer_class(TrackingAugment(augment, seed=params.seed))
+    finetune = bool(params.weights)
     t0 = time.perf_counter()
+    decisions: dict[str, Any] = {"budget_min": params.time_budget_min}
     with _run_folder(run_dir) as tmp, _local_fonts_only():
-        model = YOLO(start, task="detect")
-        model.train(
-            trainer=trainer_cls,
-            data=str(data_yaml.resolve()),
-            epochs=params.epochs,
-            batch=params.batch,
-            imgsz=params.imgsz,
-            lr0=params.lr0,
-            optimizer="SGD",  # 'auto' would ignore lr0 and pick its own optimizer and rate
-            patience=params.patience,
-            warmup_epochs=params.warmup_epochs,
-            close_mosaic=params.close_mosaic,
-            freeze=(params.freeze or None) if params.weights else None,  # from scratch: train everything
-            device=device,
-            workers=params.workers,
-            seed=params.seed,
-            deterministic=True,
-            amp=_precision(device),
-            pretrained=bool(params.weights),
-            plots=False,
-            verbose=progress,
-            project=tmp,
-            name="train",
-            exist_ok=True,
-        )
-        run_dir = Path(model.trainer.save_dir)
-        best = Path(model.trainer.best)
-        if not best.is_file():
-            best = Path(model.trainer.last)
-        shutil.copy2(best, out_dir / "best.pt")
-        for name in ("results.csv", "args.yaml"):
-            if (run_dir / name).is_file():
-                shutil.copy2(run_dir / name, out_dir / name)
-        history = _read_history(run_dir / "results.csv")
-        val = _validate(out_dir / "best.pt", data_yaml, params, device, tmp, "val", progress)
-        selected, start_scores = "trained", None
-        if params.weights and params.keep_better_start:
+        start_val, start_scores, val_seconds = None, None, 0.0
+        if finetune and (params.keep_better_start or params.freeze == "auto"):
+            tv = time.perf_counter()
             start_val = _validate(Path(start), data_yaml, params, device, tmp, "val_start", progress)
+            val_seconds = time.perf_counter() - tv
             start_scores = _scores(start_val)
-            if start_val.box.map > val.box.map:  # Ultralytics' own best.pt criterion: mAP50-95
-                shutil.copy2(start, out_dir / "best.pt")
-                val, selected = start_val, "start"
+            _check_budget(params, images, val_seconds, t0)
+        runs: list[_Run] = []
+        if finetune and params.freeze == "auto":
+            for arm, freeze in (("probe_frozen", BACKBONE_MODULES), ("probe_all", 0)):
+                runs.append(_fit(start, params, data_yaml, device, trainer_cls, tmp, arm, freeze=freeze, epochs=1,
+                                 time_h=None, progress=progress))  # fmt: skip
+            frozen, full = runs
+            chosen = frozen if frozen.best_fitness >= full.best_fitness else full
+            decisions["freeze"] = {
+                "mode": "auto",
+                "probe_map50_95": {"frozen_backbone": frozen.best_fitness, "all_layers": full.best_fitness},
+                "start_map50_95": start_scores["map50_95"] if start_scores else None,
+                "chosen": chosen.freeze,
+                "reason": (f"one epoch each from the start: backbone frozen {frozen.best_fitness:.3f}, all layers "
+                           f"{full.best_fitness:.3f} val mAP50-95"),
+            }  # fmt: skip
+            next_start, freeze = str(chosen.best), chosen.freeze
+        else:
+            chosen, next_start = None, start
+            freeze = int(params.freeze) if finetune and params.freeze != "auto" else 0
+            decisions["freeze"] = {"mode": "fixed" if finetune else "from scratch: all layers", "chosen": freeze}
+        left = _budget_left(params, t0)
+        reserve = _FINAL_VAL_FACTOR * max(val_seconds, 1.0)
+        done = len(runs)
+        if left is not None and left - reserve < 60:
+            main = None
+            decisions["stop"] = f"time budget: {left:.0f} s left after the probes, less than a minute to train"
+        elif params.epochs - done < 1:
+            main = None
+            decisions["stop"] = f"epochs done ({done})"
+        else:
+            main = _fit(next_start, params, data_yaml, device, trainer_cls, tmp, "train", freeze=freeze,
+                        epochs=params.epochs - done, time_h=None if left is None else (left - reserve) / 3600,
+                        progress=progress)  # fmt: skip
+            runs.append(main)
+            decisions["stop"] = main.stop_reason
+        # the shipped run: the main run, or the probe it continued when the main run did no better
+        best_run = max((r for r in (main, chosen) if r is not None), key=lambda r: r.best_fitness, default=None)
+        if best_run is None:  # no probe and no main run (epochs exhausted): nothing trained
+            raise ConfigError("detector.epochs: no epoch left to train after the probes; raise it")
+        shutil.copy2(best_run.best, out_dir / "best.pt")
+        for name in ("results.csv", "args.yaml"):
+            if (Path(tmp) / best_run.name / name).is_file():
+                shutil.copy2(Path(tmp) / best_run.name / name, out_dir / name)
+        history = _merged_history(runs)
+        val = _validate(out_dir / "best.pt", data_yaml, params, device, tmp, "val", progress)
+        selected = "trained"
+        if start_val is not None and params.keep_better_start and start_val.box.map > val.box.map:
+            shutil.copy2(start, out_dir / "best.pt")  # Ultralytics' own best.pt criterion: mAP50-95
+            val, selected = start_val, "start"
     for cache in set(_label_caches(data_yaml)) - caches_before:
         cache.unlink(missing_ok=True)
     metrics: dict[str, Any] = {
         **_scores(val),
         "selected": selected,
         "start_scores": start_scores,
-        "epochs": len(history) or params.epochs,
+        "freeze": freeze if selected == "trained" else None,
+        "decisions": decisions,
+        "epochs": len(history),
         "images_train": images["train"],
         "images_val": images["val"],
         "seconds": round(time.perf_counter() - t0, 2),
@@ -301,6 +409,36 @@ def train_detector(
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return metrics
+
+
+def _check_budget(params: DetectorParams, images: dict[str, int], val_seconds: float, t0: float) -> None:
+    """Refuse a time budget that cannot hold one training epoch, before any training.
+
+    An epoch is estimated from the measured validation pass: a training step costs about three
+    forward passes (forward, backward) and the epoch ends with a validation.
+    """
+    left = _budget_left(params, t0)
+    if left is None:
+        return
+    per_image = val_seconds / max(images["val"], 1)
+    epoch = per_image * 3 * images["train"] + val_seconds
+    probes = 2 if params.freeze == "auto" else 0
+    if left < epoch * (probes + 1):
+        raise ConfigError(
+            f"detector.time_budget_min: {params.time_budget_min:g} min cannot hold "
+            f"{'the two probe epochs and ' if probes else ''}one training epoch here (about {epoch / 60:.1f} min "
+            f"per epoch for {images['train']} train images, estimated from the val pass); raise it, or set it to "
+            f"null and give detector.epochs"
+        )
+
+
+def _merged_history(runs: list[_Run]) -> list[dict[str, float | int]]:
+    """The runs' per-epoch rows one after another, numbered through, each tagged with its run."""
+    rows: list[dict[str, Any]] = []
+    for run in runs:
+        for row in run.history:
+            rows.append({**row, "epoch": len(rows) + 1, "run": run.name, "freeze": run.freeze})
+    return rows
 
 
 def _validate(weights: Path, data_yaml: Path, params: DetectorParams, device: str, project: str, name: str,

@@ -23,10 +23,13 @@ from torch.nn import functional as F
 
 from motops.config import ReidParams
 from motops.data.crops import read_reid_index
-from motops.errors import DataFormatError
+from motops.errors import ConfigError, DataFormatError
 from motops.models.reid import ReIDNet, count_parameters, reid_meta, save_reid
 from motops.training.losses import IDLoss, TripletLoss
 from motops.training.samplers import PKSampler
+
+#: Fewest training identities the batch-hard triplet loss can work with.
+MIN_TRAIN_IDS = 2
 
 #: Share of the training steps spent warming the learning rate up linearly from ~0.
 WARMUP_FRACTION = 0.1
@@ -284,8 +287,9 @@ def train_reid(
 
     Raises:
         DataFormatError: the crop index is missing or empty, or a split has no rows.
-        ValueError: fewer training identities than ``params.p_ids``, both loss weights 0,
-            ``max_steps`` < 1, or a bad device.
+        DataFormatError: fewer than two training identities.
+        ConfigError: both loss weights 0, or ``max_steps`` < 1.
+        ValueError: a bad device.
     """
     from tqdm import tqdm
 
@@ -298,15 +302,19 @@ def train_reid(
         if df.height == 0:
             raise DataFormatError(crops_dir / "index.parquet", f"no '{name}' crops; rebuild the crop set")
     train_pids = np.unique(train_df["pid"].to_numpy())
-    if len(train_pids) < params.p_ids:
-        raise ValueError(
-            f"reid.p_ids={params.p_ids} identities per batch, but {crops_dir / 'index.parquet'} holds only "
-            f"{len(train_pids)} training identities; lower reid.p_ids or add footage"
+    if len(train_pids) < MIN_TRAIN_IDS:
+        raise DataFormatError(
+            crops_dir / "index.parquet",
+            f"holds {len(train_pids)} training identities; the triplet loss needs at least {MIN_TRAIN_IDS} "
+            f"(lower prepare.reid_heldout_fraction or add footage with more people)",
         )
+    # a user's own footage may hold fewer people than a batch asks for (PETS09-S2L1's first 400
+    # frames: 7 after the held-out ones): then every identity is in every batch
+    p_ids = min(params.p_ids, len(train_pids))
     if params.id_loss_weight == 0 and params.triplet_loss_weight == 0:
-        raise ValueError("reid.id_loss_weight and reid.triplet_loss_weight are both 0: nothing to train")
+        raise ConfigError("reid.id_loss_weight and reid.triplet_loss_weight are both 0: nothing to train")
     if max_steps is not None and max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        raise ConfigError(f"reid.max_steps must be >= 1, got {max_steps}")
     dev = resolve_device(params.device if device is None else device)
     h, w = params.height, params.width
 
@@ -323,7 +331,7 @@ def train_reid(
         return retrieval_metrics(embed(net, query_images), embed(net, gallery_images), q_pids, g_pids, qk, gk)
 
     model = ReIDNet(params.embedding_dim, num_classes=len(train_pids)).to(dev)
-    sampler = PKSampler(labels, params.p_ids, params.k_instances, seed=params.seed)
+    sampler = PKSampler(labels, p_ids, params.k_instances, seed=params.seed)
     steps_per_epoch = len(sampler)
     total = params.epochs * steps_per_epoch
     if max_steps is not None:
@@ -381,6 +389,7 @@ def train_reid(
         "steps": step,
         "epochs": epochs,
         "train_ids": len(train_pids),
+        "p_ids": p_ids,
         "heldout_ids": int(np.unique(np.concatenate([q_pids, g_pids])).size),
         "train_crops": train_df.height,
         "query_crops": query_df.height,
