@@ -188,33 +188,41 @@ def evaluate_engine(
                     detections[iou][seq][f] = np.asarray(detector(image), dtype=np.float64)
                     bar.update(1)
 
-    # 2. the sweep: confidence thresholds x NMS IoU x with and without appearance (where the bundle
-    # can do both)
+    # 2. the sweep: confidence thresholds x NMS IoU x matching threshold x with and without
+    # appearance (where the bundle can do both)
     arms = _appearance_arms(engine, params, settings, user_track)
-    sweeps: dict[str, dict[float, Any]] = {arm: {} for arm in arms}
-    for iou in nms_ious:
-        for arm, candidate in arms.items():
-            sweeps[arm][iou] = sweep_thresholds(
-                detections[iou], gt, seqinfo, thresholds=cfg.sweep_thresholds, tracker=candidate.tracker,
-                tracker_params=dict(candidate.tracker_params), metric=cfg.sweep_metric, frames=frames,
-                reid=candidate.reid, progress=progress,
-            )
-    # ties go to the bundle's IoU, then to the looser one (crowds keep their overlapping people)
     bundle_iou = float(engine.config["iou"])
-    best_iou = {arm: max(by_iou, key=lambda i: (by_iou[i].table[cfg.sweep_metric].max(), i == bundle_iou, i))
-                for arm, by_iou in sweeps.items()}  # fmt: skip
-    appearance = _choose_appearance({arm: sweeps[arm][best_iou[arm]] for arm in arms}, cfg.sweep_metric,
+    bundle_match = float(engine.tracker_params["match_thresh"])
+    matches = [bundle_match] if "match_thresh" in user_track else sorted({*cfg.sweep_match_thresh, bundle_match})
+    sweeps: dict[str, dict[tuple[float, float], Any]] = {arm: {} for arm in arms}
+    for iou in nms_ious:
+        for match in matches:
+            for arm, candidate in arms.items():
+                sweeps[arm][iou, match] = sweep_thresholds(
+                    detections[iou], gt, seqinfo, thresholds=cfg.sweep_thresholds, tracker=candidate.tracker,
+                    tracker_params={**candidate.tracker_params, "match_thresh": match}, metric=cfg.sweep_metric,
+                    frames=frames, reid=candidate.reid, progress=progress,
+                )
+
+    def rank(arm: str, key: tuple[float, float]) -> tuple:
+        # ties go to the bundle's settings, then to the looser NMS (crowds keep their overlapping people)
+        iou, match = key
+        return (sweeps[arm][key].table[cfg.sweep_metric].max(), iou == bundle_iou, match == bundle_match, iou)
+
+    best = {arm: max(by_key, key=lambda k, a=arm: rank(a, k)) for arm, by_key in sweeps.items()}
+    appearance = _choose_appearance({arm: sweeps[arm][best[arm]] for arm in arms}, cfg.sweep_metric,
                                     cfg.appearance_min_gain)  # fmt: skip
     arm = appearance["chosen_arm"]
-    nms_iou = best_iou[arm]
-    engine, sweep = arms[arm], sweeps[arm][nms_iou]
+    nms_iou, match_thresh = best[arm]
+    engine, sweep = arms[arm], sweeps[arm][nms_iou, match_thresh]
     if nms_iou != bundle_iou:
         engine = dataclasses.replace(engine, detector=detectors[nms_iou], config={**engine.config, "iou": nms_iou})
     chosen = sweep.tracker_params
     sweep.table.write_csv(out / "sweep.csv")
     pl.concat([
-        by_iou[iou].table.with_columns(nms_iou=pl.lit(iou), appearance=pl.lit(a == "appearance"))
-        for a, by_iou in sweeps.items() for iou in by_iou
+        result.table.with_columns(nms_iou=pl.lit(iou), match_thresh=pl.lit(match),
+                                  appearance=pl.lit(a == "appearance"))
+        for a, by_key in sweeps.items() for (iou, match), result in by_key.items()
     ]).write_csv(out / "sweep_all.csv")  # fmt: skip
     if cfg.plots:
         plot_sweep(sweep.table, out / "sweep.png", metric=cfg.sweep_metric, best_threshold=sweep.best_threshold)
@@ -257,6 +265,7 @@ def evaluate_engine(
         "backend": backend_name,
         "threshold": sweep.best_threshold,
         "nms_iou": nms_iou,
+        "match_thresh": match_thresh,
         "sweep_metric": cfg.sweep_metric,
         "frames": frames_total,
         "latency_ms": _latency(summaries),
@@ -274,7 +283,7 @@ def evaluate_engine(
     import yaml
 
     (out / "tracker.yaml").write_text(yaml.safe_dump(tracker_cfg, sort_keys=False), encoding="utf-8")
-    gated = {k: metrics[k] for k in (*EVAL_KEYS, "backend", "threshold", "nms_iou")}
+    gated = {k: metrics[k] for k in (*EVAL_KEYS, "backend", "threshold", "nms_iou", "match_thresh")}
     rewrite_bundle(engine_dir, root / cfg.release_dir, tracker=tracker_cfg,
                    metrics={**engine.manifest.get("metrics", {}), "tracking": gated})
     return metrics
