@@ -289,3 +289,20 @@ def test_evaluate_explicit_with_reid_is_not_second_guessed(kit, project: Path,
     assert result.exit_code == 0, result.output
     choice = json.loads((project / "metrics" / "eval.json").read_text())["appearance"]
     assert choice["measured"] is False and choice["with_reid"] is False
+
+
+def test_evaluate_stage_script_applies_track_overrides_and_refuses_unused_keys(
+        kit, project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """`python stages/evaluate.py -S track.KEY=...` follows the same rules as `motops evaluate`."""
+    from motops.stages import main
+
+    _clean(project)
+    monkeypatch.chdir(project)
+    engine = f"export.engine_dir={kit['motion']}"
+    assert main("evaluate", ["-S", engine, "-S", "detector.epochs=3"]) == 2
+    assert "detector.epochs has no effect on `python stages/evaluate.py`" in capsys.readouterr().err
+    assert not (project / "metrics").exists()
+    assert main("evaluate", ["-S", engine, "-S", "track.with_reid=true"]) == 0
+    assert "over the bundle's tracker.yaml: track.with_reid=true" in capsys.readouterr().out
+    release = yaml.safe_load((project / "models" / "release" / "tracker.yaml").read_text())
+    assert release["with_reid"] is True

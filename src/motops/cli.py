@@ -379,30 +379,16 @@ def evaluate(params_file: ParamsOption = Path("params.yaml"), overrides: SetOpti
     The bundle's tracker.yaml decides how it tracks; -S track.KEY=... takes effect over it (and is kept in
     the scored release bundle), or is refused naming the key. Keys the stage does not read are refused.
     """
-    import json
-
+    from motops import stages
     from motops.cli_common import refuse_unused, user_settings
-    from motops.evaluation.run import READS, evaluate_engine
+    from motops.evaluation.run import READS
 
     try:
         params = params_from(params_file, overrides)
         refuse_unused(overrides, READS, "motops evaluate")
-        user_track = user_settings("track", params.track, overrides)
-        # the evaluate stage (stages.evaluate) with the user's explicit track settings passed on
-        metrics = evaluate_engine(params, Path("."), user_track=user_track)
+        stages.evaluate(params, Path("."), user_track=user_settings("track", params.track, overrides))
     except MotopsError as exc:
         raise fail(exc, 2) from None
-    out = Path("metrics") / "eval.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(metrics, indent=2, default=str) + "\n", encoding="utf-8")
-    typer.echo(f"evaluate: IDF1 {metrics['idf1']:.3f}, HOTA {metrics['hota']:.3f}, MOTA {metrics['mota']:.3f}, "
-               f"IDSW {metrics['idsw']}, Frag {metrics['frag']}, {metrics['fps']:.1f} FPS ({metrics['backend']}); "
-               f"threshold {metrics['threshold']}")
-    if user_track:
-        given = (f"track.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in user_track.items())
-        typer.echo(f"  over the bundle's tracker.yaml: {', '.join(given)}")
-    for seq, m in metrics["sequences"].items():
-        typer.echo(f"  {seq}: IDF1 {m['idf1']:.3f} HOTA {m['hota']:.3f} -- {m['diagnosis']}")
 
 
 registry_app = typer.Typer(help="The MLflow model registry: versions, aliases, gate tables, lineage.",

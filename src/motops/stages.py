@@ -280,19 +280,26 @@ def export(params: Params, root: Path = Path(".")) -> dict:
     return report
 
 
-def evaluate(params: Params, root: Path = Path(".")) -> dict:
+def evaluate(params: Params, root: Path = Path("."), user_track: dict | None = None) -> dict:
     """Stage ``evaluate``: sweep, track, score (TrackEval) and time the engine on the val sequences.
 
     Writes ``metrics/eval.json``, ``evaluate.out_dir`` (plots, tables, ``tracker.yaml``) and
-    the scored release bundle ``evaluate.release_dir``.
+    the scored release bundle ``evaluate.release_dir``. ``user_track``: the ``track:`` settings
+    the user gave explicitly (``-S track.KEY=...``), which take effect over the bundle's
+    ``tracker.yaml`` or are refused (see :func:`motops.evaluation.run.evaluate_engine`).
     """
     from motops.evaluation.run import evaluate_engine
 
-    metrics = evaluate_engine(params, root)
+    metrics = evaluate_engine(params, root, user_track=user_track)
     _write_json(root / "metrics" / "eval.json", metrics)
     print(f"evaluate: IDF1 {metrics['idf1']:.3f}, HOTA {metrics['hota']:.3f}, MOTA {metrics['mota']:.3f}, "
           f"IDSW {metrics['idsw']}, Frag {metrics['frag']}, {metrics['fps']:.1f} FPS ({metrics['backend']}); "
-          f"threshold {metrics['threshold']}")
+          f"threshold {metrics['threshold']}, NMS IoU {metrics['nms_iou']}, match {metrics['match_thresh']}; "
+          f"appearance {'on' if metrics['appearance']['with_reid'] else 'off'} "
+          f"({metrics['appearance']['reason']})")
+    if user_track:
+        given = (f"track.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in user_track.items())
+        print(f"  over the bundle's tracker.yaml: {', '.join(given)}")
     for seq, m in metrics["sequences"].items():
         print(f"  {seq}: IDF1 {m['idf1']:.3f} HOTA {m['hota']:.3f} -- {m['diagnosis']}")
     return metrics
@@ -383,7 +390,15 @@ def main(name: str, argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a param")
     args = parser.parse_args(argv)
     try:
-        STAGES[name](load_params(args.params, args.set))
+        params = load_params(args.params, args.set)
+        if name == "evaluate":  # explicit track settings take effect over the bundle, or are refused
+            from motops.cli_common import refuse_unused, user_settings
+            from motops.evaluation.run import READS
+
+            refuse_unused(args.set, READS, f"python stages/{name}.py")
+            evaluate(params, user_track=user_settings("track", params.track, args.set))
+        else:
+            STAGES[name](params)
     except ValidationFailed as exc:
         print(f"{name}: FAILED\n{exc}", file=sys.stderr)
         return 1
