@@ -98,7 +98,8 @@ class TrackerParams:
             a ``reid`` callable (or without a frame) the tracker is motion-only regardless.
         proximity_thresh: BoT-SORT only: smallest IoU a track/detection pair needs before its
             appearance is considered. Raising it lets appearance overrule motion only for
-            boxes that already overlap well.
+            boxes that already overlap well; at 5-7 fps a true match often overlaps its track
+            little, so the default is low (0.05; 0.0 lets look-alikes across the image match).
         appearance_thresh: BoT-SORT only: smallest appearance agreement for an appearance
             match; a pair whose embedding distance (cosine distance / 2) exceeds
             ``1 - appearance_thresh`` is ignored. Raising it demands more similar embeddings.
@@ -114,8 +115,8 @@ class TrackerParams:
     track_buffer: int = 30
     fuse_score: bool = True
     with_reid: bool = True
-    proximity_thresh: float = 0.5
-    appearance_thresh: float = 0.25
+    proximity_thresh: float = 0.05
+    appearance_thresh: float = 0.75
     gmc_method: str = "sparseOptFlow"
 
     def __post_init__(self) -> None:
@@ -359,7 +360,7 @@ def make_tracker(
         **params: Association settings, every one optional: ``track_high_thresh`` (0.25),
             ``track_low_thresh`` (0.1), ``new_track_thresh`` (0.35), ``match_thresh`` (0.8),
             ``track_buffer`` (30), ``fuse_score`` (True), ``with_reid`` (True),
-            ``proximity_thresh`` (0.5), ``appearance_thresh`` (0.25), ``gmc_method``
+            ``proximity_thresh`` (0.05), ``appearance_thresh`` (0.75), ``gmc_method``
             (``"sparseOptFlow"``). :class:`TrackerParams` documents what raising each does.
             The last four are BoT-SORT's and ``bytetrack`` ignores them, so one ``track:``
             section of ``params.yaml`` can configure either tracker.
