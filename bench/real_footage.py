@@ -244,55 +244,22 @@ def run_motops(raw: Path, root: Path, overrides: list[str], skip_validate: bool)
 # --------------------------------------------------------------------------- Ultralytics
 
 
-def yolo_dataset(train_seq: Path, val_seq: Path, out: Path) -> Path:
-    """A YOLO detection set of every frame of ``train_seq`` (train) and ``val_seq`` (val).
+def yolo_dataset(raw: Path, out: Path) -> Path:
+    """A YOLO detection set of every frame of the train sequence (train) and of the val sequence (val).
 
-    Labels: ground-truth rows with consider flag 1 and class 1 (pedestrian), YOLO class 0,
-    converted by :func:`motops.data.prepare.yolo_labels` (clipped to the image).
+    The project's own writer (:func:`motops.data.prepare.build_yolo_dataset`) with one-frame clips
+    every frame and no visibility floor: labels are the ground-truth rows with consider flag 1 of
+    class 1 (pedestrian), YOLO class 0, clipped to the image.
 
     Returns:
         The ``data.yaml`` written.
     """
-    import yaml
+    from motops.data.mot import read_mot_dataset
+    from motops.data.prepare import build_yolo_dataset
 
-    from motops.data.mot import link_or_copy, read_mot_sequence, read_seqinfo
-    from motops.data.prepare import yolo_labels
-
-    for side, seq in (("train", train_seq), ("val", val_seq)):
-        info = read_seqinfo(seq / "seqinfo.ini")
-        _, gt = read_mot_sequence(seq)
-        gt = gt.filter((pl.col("conf") == 1) & (pl.col("class") == 1))
-        by_frame = {int(k[0]): rows for k, rows in gt.group_by("frame")}
-        (out / "images" / side).mkdir(parents=True, exist_ok=True)
-        (out / "labels" / side).mkdir(parents=True, exist_ok=True)
-        for frame, rel in enumerate(info.frame_files(), start=1):
-            stem = f"{info.name}_{frame:06d}"
-            link_or_copy(seq / rel, out / "images" / side / f"{stem}{info.im_ext}")
-            rows = by_frame.get(frame)
-            labels = [] if rows is None else yolo_labels(rows, width=info.width, height=info.height,
-                                                         min_visibility=0.0, class_map={1: 0})
-            text = "".join(f"0 {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n" for _, cx, cy, w, h in labels)
-            (out / "labels" / side / f"{stem}.txt").write_text(text, encoding="ascii")
-    data_yaml = out / "data.yaml"
-    spec = {"path": str(out.resolve()), "train": "images/train", "val": "images/val", "names": {0: "person"}}
-    data_yaml.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-    return data_yaml
-
-
-def _offline_trainer() -> type:
-    """Ultralytics' ``DetectionTrainer`` without its logging integrations (MLflow, DVC, ... are installed here)."""
-    from ultralytics.models.yolo.detect import DetectionTrainer
-
-    from motops.training.detector import _INTEGRATION_MODULES
-
-    class OfflineDetectionTrainer(DetectionTrainer):
-        def run_callbacks(self, event: str) -> None:
-            for key, funcs in self.callbacks.items():
-                self.callbacks[key] = [f for f in funcs
-                                       if not (getattr(f, "__module__", "") or "").startswith(_INTEGRATION_MODULES)]
-            super().run_callbacks(event)
-
-    return OfflineDetectionTrainer
+    sequences, annotations = read_mot_dataset(raw)
+    return build_yolo_dataset(sequences, annotations, train=[TRAIN_SEQ], val=[VAL_SEQ], out_dir=out, clip_length=1,
+                              clip_stride=1, min_visibility=0.0, progress=False)  # fmt: skip
 
 
 def train_ultralytics(data_yaml: Path, project: Path, budget_min: float) -> tuple[Path, dict[str, Any]]:
@@ -304,13 +271,14 @@ def train_ultralytics(data_yaml: Path, project: Path, budget_min: float) -> tupl
     """
     from ultralytics import YOLO
 
-    from motops.training.detector import _local_fonts_only
+    from motops.training.detector import _local_fonts_only, _make_trainer_class
 
     start = time.perf_counter()
     with _local_fonts_only():
         model = YOLO(str(BASE_WEIGHTS), task="detect")
-        model.train(trainer=_offline_trainer(), data=str(data_yaml), time=budget_min / 60, amp=False, plots=False,
-                    device="cpu", workers=0, project=str(project), name="train", exist_ok=True)
+        # Ultralytics' own training: its augmentations only, not motops' tracking ones
+        model.train(trainer=_make_trainer_class(None), data=str(data_yaml), time=budget_min / 60, amp=False,
+                    plots=False, device="cpu", workers=0, project=str(project), name="train", exist_ok=True)
     minutes = (time.perf_counter() - start) / 60
     trainer = model.trainer
     best = Path(trainer.best) if Path(trainer.best).is_file() else Path(trainer.last)
@@ -372,10 +340,10 @@ def score_sequence(seq_dir: Path, tracks: pl.DataFrame) -> dict[str, Any]:
     return {k: getattr(m, k) for k in METRICS}
 
 
-def run_ultralytics(train_seq: Path, val_seq: Path, work: Path, budget_min: float) -> list[dict[str, Any]]:
+def run_ultralytics(raw: Path, val_seq: Path, work: Path, budget_min: float) -> list[dict[str, Any]]:
     """Train with Ultralytics on every train frame, track the val frames with two trackers, score both."""
     print(f"[ultralytics] data set of every train frame; training for {budget_min:.2f} min ...", flush=True)
-    data_yaml = yolo_dataset(train_seq, val_seq, work / "yolo")
+    data_yaml = yolo_dataset(raw, work / "yolo")
     best, facts = train_ultralytics(data_yaml, work / "runs", budget_min)
     print(f"[ultralytics] trained {facts['epochs']} epochs at imgsz {facts['imgsz']} in "
           f"{facts['train_minutes']:.2f} min", flush=True)
@@ -475,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         raw = work / "raw"
-        train_seq = split_sequence(pets, raw, TRAIN_SEQ, args.train_frames)
+        split_sequence(pets, raw, TRAIN_SEQ, args.train_frames)
         val_seq = split_sequence(pets, raw, VAL_SEQ, args.val_frames)
         print(f"footage: {TRAIN_SEQ} = frames {args.train_frames[0]}-{args.train_frames[1]}, {VAL_SEQ} = "
               f"frames {args.val_frames[0]}-{args.val_frames[1]} (renumbered), in {raw}", flush=True)
@@ -488,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
         budget = args.budget_min if args.budget_min is not None else rows[0]["train_minutes"]
         if "ultralytics" in rows_asked:
-            rows.extend(run_ultralytics(train_seq, val_seq, work / "ultralytics", budget))
+            rows.extend(run_ultralytics(raw, val_seq, work / "ultralytics", budget))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

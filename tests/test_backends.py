@@ -97,6 +97,27 @@ def test_detector_class_filter_and_empty_frame(yolo_files: tuple[Path, Path]) ->
     assert none.shape == (0, 6) and none.dtype == np.float32
 
 
+def test_detect_each_iou_runs_the_network_once_and_matches_one_detector_per_iou(
+        yolo_files: tuple[Path, Path]) -> None:
+    """The evaluate sweep's NMS-IoU arms: one forward pass, the same boxes as a detector set to each IoU."""
+    pt, onnx_path = yolo_files
+    for det in (load_detector(onnx_path, conf=CONF, classes=None, intra_op_num_threads=1),
+                load_detector(pt, imgsz=IMGSZ, conf=CONF, classes=None, device="cpu")):
+        frame = scene(0)
+        calls = []
+        if det.backend == "onnxruntime":
+            forward = det._forward
+            det._forward = lambda blob, f=forward, seen=calls: seen.append(1) or f(blob)
+        each = det.detect_each_iou(frame, [0.3, 0.5, 0.7])
+        assert list(each) == [0.3, 0.5, 0.7]
+        if det.backend == "onnxruntime":
+            assert len(calls) == 1
+        for iou, dets in each.items():
+            np.testing.assert_array_equal(dets, det.with_iou(iou)(frame))
+        assert det.with_iou(det.iou) is det and det.with_iou(0.3).iou == 0.3 and det.iou == 0.7
+        assert len(each[0.3]) <= len(each[0.7])  # a stricter NMS keeps no more boxes
+
+
 @pytest.fixture(scope="module")
 def reid_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
     folder = tmp_path_factory.mktemp("reid")

@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 from collections.abc import Mapping
@@ -177,16 +176,14 @@ def evaluate_engine(
 
     # 1. detections at the bundle's low threshold, once per NMS IoU the sweep tries
     nms_ious = sorted({float(i) for i in cfg.sweep_nms_iou})
-    detectors = {iou: _with_nms_iou(engine.detector, iou) for iou in nms_ious}
     detections: dict[float, dict[str, dict[int, np.ndarray]]] = {iou: {s: {} for s in names} for iou in nms_ious}
-    total = sum(length(s) for s in names) * len(nms_ious)
+    total = sum(length(s) for s in names)
     with tqdm(total=total, desc="detect val frames", unit="frame", disable=not progress) as bar:
         for seq in names:
             for f in range(1, length(seq) + 1):
-                image = frames(seq, f)
-                for iou, detector in detectors.items():
-                    detections[iou][seq][f] = np.asarray(detector(image), dtype=np.float64)
-                    bar.update(1)
+                for iou, dets in engine.detector.detect_each_iou(frames(seq, f), nms_ious).items():
+                    detections[iou][seq][f] = np.asarray(dets, dtype=np.float64)
+                bar.update(1)
 
     # 2. the sweep: confidence thresholds x NMS IoU x matching threshold x with and without
     # appearance (where the bundle can do both)
@@ -216,7 +213,8 @@ def evaluate_engine(
     nms_iou, match_thresh = best[arm]
     engine, sweep = arms[arm], sweeps[arm][nms_iou, match_thresh]
     if nms_iou != bundle_iou:
-        engine = dataclasses.replace(engine, detector=detectors[nms_iou], config={**engine.config, "iou": nms_iou})
+        engine = dataclasses.replace(engine, detector=engine.detector.with_iou(nms_iou),
+                                     config={**engine.config, "iou": nms_iou})
     chosen = sweep.tracker_params
     sweep.table.write_csv(out / "sweep.csv")
     pl.concat([
@@ -289,15 +287,6 @@ def evaluate_engine(
     return metrics
 
 
-def _with_nms_iou(detector: Any, iou: float) -> Any:
-    """``detector`` (a :class:`motops.tracking.backends.Detector`) suppressing overlaps above ``iou``; same model."""
-    if detector.iou == iou:
-        return detector
-    other = copy.copy(detector)
-    other.iou = iou
-    return other
-
-
 def _appearance_arms(engine: Any, params: Params, settings: Mapping[str, Any],
                      user_track: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
     """The engines the sweep compares: ``{"motion": ..., "appearance": ...}``, or the one engine as it is.
@@ -305,9 +294,9 @@ def _appearance_arms(engine: Any, params: Params, settings: Mapping[str, Any],
     Both arms exist only where the choice is open: BoT-SORT, a bundle with a ReID model,
     ``evaluate.choose_appearance`` on, and no explicit ``track.with_reid`` from the user.
     """
-    from motops.tracking.runner import engine_with_settings
+    from motops.tracking.runner import engine_with_settings, model_roles
 
-    has_reid = any(isinstance(e, dict) and e.get("role") == "reid" for e in engine.manifest.get("files", {}).values())
+    has_reid = "reid" in model_roles(engine)
     if not (params.evaluate.choose_appearance and has_reid and engine.tracker == "botsort"
             and "with_reid" not in user_track):  # fmt: skip
         return {"appearance" if engine.reid is not None else "motion": engine}

@@ -46,6 +46,7 @@ device with only one runtime installed.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import logging
@@ -362,10 +363,29 @@ class Detector:
         self.device = device
 
     def __call__(self, frame: Array) -> Array:
+        self._check_frame(frame)
+        return self._detect(frame)
+
+    def with_iou(self, iou: float) -> Detector:
+        """This detector (the same loaded model) suppressing overlaps above ``iou`` instead."""
+        if iou == self.iou:
+            return self
+        other = copy.copy(self)
+        other.iou = iou
+        return other
+
+    def detect_each_iou(self, frame: Array, ious: Sequence[float]) -> dict[float, Array]:
+        """``{iou: (N, 6) detections}`` of one frame for each NMS IoU threshold in ``ious``.
+
+        For sweeps: backends whose NMS is ours run the network once and suppress at each IoU.
+        """
+        self._check_frame(frame)
+        return {float(iou): self.with_iou(float(iou))._detect(frame) for iou in ious}
+
+    def _check_frame(self, frame: Array) -> None:
         if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
             shape = getattr(frame, "shape", type(frame).__name__)
             raise ValueError(f"{self!r}: expected a BGR frame (H, W, 3) uint8, got {shape}")
-        return self._detect(frame)
 
     def _detect(self, frame: Array) -> Array:
         raise NotImplementedError
@@ -416,14 +436,25 @@ class _YoloPostprocessing(Detector):
     _input_dtype: Any = np.float32
 
     def _detect(self, frame: Array) -> Array:
+        return self._decoded(frame, (self.iou,))[self.iou]
+
+    def detect_each_iou(self, frame: Array, ious: Sequence[float]) -> dict[float, Array]:
+        self._check_frame(frame)
+        return self._decoded(frame, [float(i) for i in ious])
+
+    def _decoded(self, frame: Array, ious: Sequence[float]) -> dict[float, Array]:
+        """One forward pass, then decode + NMS at each IoU in ``ious``, boxes in frame pixels."""
         img, ratio_pad = letterbox(frame, self.imgsz)
         raw = self._forward(to_blob(img, self._input_dtype))
         if raw.ndim != 3 or raw.shape[0] != 1 or (raw.shape[2] != 6 and raw.shape[1] < 5):
             raise ModelFormatError(
                 self.path, f"output shape {raw.shape}; expected a YOLO head (1, 4 + nc, anchors) or (1, K, 6)"
             )
-        dets = decode_yolo(raw[0], conf=self.conf, iou=self.iou, classes=self.classes)
-        return scale_back(dets, ratio_pad, frame.shape) if len(dets) else dets
+        out = {}
+        for iou in ious:
+            dets = decode_yolo(raw[0], conf=self.conf, iou=iou, classes=self.classes)
+            out[iou] = scale_back(dets, ratio_pad, frame.shape) if len(dets) else dets
+        return out
 
     def raw(self, frame: Array) -> Array:
         """The letterboxed model output ``(1, 4 + nc, A)`` for ``frame`` (before decoding; for parity checks)."""

@@ -142,6 +142,11 @@ def resolve_settings(
     return cfg
 
 
+def model_roles(engine: Engine) -> dict[str, str]:
+    """``{role: file name}`` of the models a bundle's manifest lists (``detector``, ``reid``, ...)."""
+    return {e["role"]: name for name, e in engine.manifest.get("files", {}).items() if isinstance(e, dict)}
+
+
 def engine_with_settings(engine: Engine, user: Mapping[str, Any], *, labels: Mapping[str, str] | None = None) -> Engine:
     """``engine`` with the user's explicit settings over its ``tracker.yaml`` (see :func:`resolve_settings`).
 
@@ -158,7 +163,7 @@ def engine_with_settings(engine: Engine, user: Mapping[str, Any], *, labels: Map
     from motops.export import bundle
     from motops.tracking.backends import load_reid
 
-    roles = {e["role"]: name for name, e in engine.manifest.get("files", {}).items() if isinstance(e, dict)}
+    roles = model_roles(engine)
     has_reid = "reid" in roles
     cfg = resolve_settings(
         engine.config, user, has_reid=has_reid, labels=labels,

@@ -80,8 +80,8 @@ def _initial_model(params: DetectorParams) -> str:
     return params.model
 
 
-def _make_trainer_class(augment: TrackingAugment) -> type:
-    """A ``DetectionTrainer`` with the tracking augmentations and without logging integrations."""
+def _make_trainer_class(augment: TrackingAugment | None) -> type:
+    """A ``DetectionTrainer`` without logging integrations, with the tracking augmentations unless ``None``."""
     from ultralytics.models.yolo.detect import DetectionTrainer
 
     class MotopsDetectionTrainer(DetectionTrainer):
@@ -89,7 +89,7 @@ def _make_trainer_class(augment: TrackingAugment) -> type:
 
         def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None) -> Any:
             dataset = super().build_dataset(img_path, mode=mode, batch=batch)
-            if mode == "train":
+            if mode == "train" and self.tracking_augment is not None:
                 install_tracking_augment(dataset, self.tracking_augment)
             return dataset
 
@@ -195,12 +195,11 @@ def _fitness(row: dict[str, Any]) -> float:
 
 
 class _Run:
-    """One Ultralytics training run inside the stage: its weights, history and timing."""
+    """One Ultralytics training run inside the stage: its weights, history and why it stopped."""
 
-    def __init__(self, name: str, freeze: int, best: Path, history: list[dict[str, float | int]], seconds: float,
+    def __init__(self, name: str, freeze: int, best: Path, history: list[dict[str, float | int]],
                  stop_reason: str) -> None:  # fmt: skip
-        self.name, self.freeze, self.best, self.history = name, freeze, best, history
-        self.seconds, self.stop_reason = seconds, stop_reason
+        self.name, self.freeze, self.best, self.history, self.stop_reason = name, freeze, best, history, stop_reason
 
     @property
     def best_fitness(self) -> float:
@@ -249,7 +248,7 @@ def _fit(start: str, params: DetectorParams, data_yaml: Path, device: str, train
         reason = f"time budget ({len(history)} epochs)"
     else:
         reason = f"epochs done ({len(history)})"
-    return _Run(name, int(freeze or 0), best, history, time.perf_counter() - t0, reason)
+    return _Run(name, int(freeze or 0), best, history, reason)
 
 
 def _budget_left(params: DetectorParams, t0: float) -> float | None:
