@@ -79,6 +79,18 @@ def tiny_reid_net():
     return TinyReID().eval()
 
 
+def save_tiny_base_reid(path: Path, seed: int = 0) -> Path:
+    """An untrained, very narrow :class:`~motops.models.reid.ReIDNet` checkpoint (64 x 32 crops,
+    32-d embeddings) standing in for the ``pretrain_reid`` stage's ``models/base/reid.pt``."""
+    import torch
+
+    from motops.models.reid import ReIDNet, reid_meta, save_reid
+
+    torch.manual_seed(seed)
+    net = ReIDNet(32, num_classes=5, stem_channels=4, stage_channels=(8, 8, 16))
+    return save_reid(path, net, reid_meta(net, height=64, width=32, extra={"train_ids": 5}))
+
+
 def export_tiny_reid(net, path: Path) -> Path:
     """``net`` as an ONNX file with a dynamic batch axis (input ``crops``, output ``embeddings``, 128 x 64)."""
     import torch

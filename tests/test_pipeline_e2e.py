@@ -8,7 +8,7 @@ test harness), versioned with DVC and trained on; the new champion is published 
 switches; then the registry and the device roll back.
 
 Training is shortened by params (one detector epoch at a small size, a few ReID steps), the
-detector is finetuned from a tiny local checkpoint standing in for ``models/base/detector.pt``.
+detector and the ReID are finetuned from tiny local checkpoints standing in for ``models/base/``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import tiny_yolo
+from tests.helpers import save_tiny_base_reid, tiny_yolo
 
 pytestmark = pytest.mark.slow
 
@@ -75,9 +75,11 @@ def pipeline_project(project, sh, tmp_path):
     base = project / "models" / "base"
     base.mkdir(parents=True)
     shutil.copy2(tiny_yolo(tmp_path, 128), base / "detector.pt")
-    # the frozen pretrain stage's outputs, as a clone has them (committed); here a tiny stand-in
+    save_tiny_base_reid(base / "reid.pt")
+    # the frozen pretrain stages' outputs, as a clone has them (committed); here tiny stand-ins
     (project / "metrics").mkdir()
     (project / "metrics/pretrain.json").write_text(json.dumps({"stand_in": "tests/helpers.tiny_yolo"}))
+    (project / "metrics/pretrain_reid.json").write_text(json.dumps({"stand_in": "tests/helpers.save_tiny_base_reid"}))
     _short_params(project)
     sh(["git", "add", "-A"], project)
     sh(["git", "commit", "-qm", "short params, base checkpoint"], project)

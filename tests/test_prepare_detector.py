@@ -160,6 +160,20 @@ def test_yolo_set_refuses_bad_splits(tmp_path: Path, two_sequences) -> None:
         build_yolo_dataset(sequences, annotations, train=["A"], val=[], **kwargs)
 
 
+def test_yolo_set_refuses_a_sequence_without_pedestrians_naming_its_gt(tmp_path: Path) -> None:
+    """Footage labelled with cars only (MOT class 3) would train a detector on nothing: stop, name the file."""
+    _sequence(tmp_path / "raw", "A", GT)
+    cars = _sequence(tmp_path / "raw", "B", ["1,1,1,1,20,20,1,3,1", "2,1,2,2,20,20,1,3,1"])
+    sequences, annotations = read_mot_dataset(tmp_path / "raw")
+    out = tmp_path / "yolo"
+    with pytest.raises(DataFormatError, match=r"gt.txt.*sequence 'B' has no scored box of class \[1\].*classes \[3\]"
+                       ) as info:
+        build_yolo_dataset(sequences, annotations, train=["A"], val=["B"], out_dir=out, clip_length=1,
+                           clip_stride=1, min_visibility=0.3, progress=False)
+    assert str(cars / "gt" / "gt.txt") in str(info.value)
+    assert not out.exists()  # refused before anything was written
+
+
 # --------------------------------------------------------------------------- train_detector
 
 

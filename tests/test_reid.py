@@ -274,14 +274,14 @@ def test_train_reid_refuses_too_few_ids_or_missing_index(crops: Path, tmp_path: 
     first = index.filter(pl.col("split") == "train")["pid"][0]
     index.filter((pl.col("split") != "train") | (pl.col("pid") == first)).write_parquet(one_id / "index.parquet")
     with pytest.raises(DataFormatError, match=r"holds 1 training identities; the triplet loss needs at least 2"):
-        train_reid(one_id, ReidParams(), **kwargs)
+        train_reid(one_id, ReidParams(weights=None), **kwargs)
     with pytest.raises(DataFormatError, match="index not found"):
-        train_reid(tmp_path / "nothing", ReidParams(), **kwargs)
+        train_reid(tmp_path / "nothing", ReidParams(weights=None), **kwargs)
 
 
 def test_train_reid_with_fewer_ids_than_a_batch_asks_for_uses_them_all(crops: Path, tmp_path: Path) -> None:
     """A user's footage with few people still trains: P becomes the number of training identities."""
-    params = ReidParams(height=CROP_H, width=CROP_W, p_ids=200, k_instances=2, embedding_dim=32, seed=0)
+    params = ReidParams(height=CROP_H, width=CROP_W, p_ids=200, k_instances=2, embedding_dim=32, seed=0, weights=None)
     metrics = train_reid(crops, params, out_dir=tmp_path, metrics_path=tmp_path / "m.json",
                          plot_path=tmp_path / "p.png", progress=False, max_steps=2)
     assert metrics["p_ids"] == metrics["train_ids"] < 200
@@ -290,7 +290,8 @@ def test_train_reid_with_fewer_ids_than_a_batch_asks_for_uses_them_all(crops: Pa
 
 @pytest.mark.slow
 def test_trained_reid_beats_untrained_on_heldout_ids(crops: Path, tmp_path: Path) -> None:
-    params = ReidParams(height=CROP_H, width=CROP_W, epochs=100, p_ids=8, k_instances=4, lr=3e-3, seed=0)
+    params = ReidParams(height=CROP_H, width=CROP_W, epochs=100, p_ids=8, k_instances=4, lr=3e-3, seed=0,
+                        weights=None)
     start = time.perf_counter()
     metrics = train_reid(
         crops,
@@ -314,7 +315,9 @@ def test_trained_reid_beats_untrained_on_heldout_ids(crops: Path, tmp_path: Path
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk == metrics
     assert {"rank1", "map", "untrained_rank1", "untrained_map", "steps", "train_ids", "heldout_ids"} <= set(on_disk)
-    assert all(isinstance(v, int | float) and math.isfinite(v) for v in on_disk.values())
+    assert on_disk["base"] is None and on_disk["kept_start"] is False and on_disk["input_size"] == [CROP_H, CROP_W]
+    numbers = {k: v for k, v in on_disk.items() if k not in ("base", "base_train_ids", "kept_start", "input_size")}
+    assert all(isinstance(v, int | float) and math.isfinite(v) for v in numbers.values())
     assert (tmp_path / "curves.png").stat().st_size > 0
     # the checkpoint reproduces the reported score
     model, meta = load_reid(tmp_path / "model" / "reid.pt")
@@ -324,3 +327,68 @@ def test_trained_reid_beats_untrained_on_heldout_ids(crops: Path, tmp_path: Path
         model, index.filter(pl.col("split") == "query"), index.filter(pl.col("split") == "gallery"), root=crops
     )
     assert again["map"] == pytest.approx(metrics["map"], abs=1e-4)
+
+
+def _embeddings(path: Path, crops: Path) -> torch.Tensor:
+    model, meta = load_reid(path)
+    index = pl.read_parquet(crops / "index.parquet").filter(pl.col("split") == "query").head(16)
+    images = [cv2.resize(cv2.imread(str(crops / p)), tuple(meta["input_size"][::-1])) for p in index["path"]]
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        return model(x)
+
+
+def test_finetuning_starts_from_the_base_checkpoint_with_its_size_and_a_new_classifier(
+    crops: Path, tmp_path: Path
+) -> None:
+    """reid.weights: the base's layers, input size and width are used; params' architecture is not."""
+    from tests.helpers import save_tiny_base_reid
+
+    base = save_tiny_base_reid(tmp_path / "base.pt")  # 64 x 32, 32-d, channels 4/8/8/16, 5 ids
+    params = ReidParams(weights=str(base), height=128, width=64, embedding_dim=256, keep_better_start=False,
+                        p_ids=4, k_instances=2)
+    metrics = train_reid(crops, params, out_dir=tmp_path / "ft", metrics_path=tmp_path / "m.json",
+                         plot_path=tmp_path / "p.png", progress=False, max_steps=3)
+    model, meta = load_reid(tmp_path / "ft" / "reid.pt")
+    assert meta["input_size"] == [64, 32] and metrics["input_size"] == [64, 32]
+    assert (meta["embedding_dim"], meta["stem_channels"], meta["stage_channels"]) == (32, 4, [8, 8, 16])
+    assert meta["num_classes"] == metrics["train_ids"] != 5  # the footage's identities, not the base's
+    assert metrics["base"] == str(base) and meta["base"] == str(base)
+    base_model, _ = load_reid(base)
+    # the starting point is the base: the score before the first step is the base's own
+    index = pl.read_parquet(crops / "index.parquet")
+    start = evaluate_reid(base_model, index.filter(pl.col("split") == "query"),
+                          index.filter(pl.col("split") == "gallery"), root=crops)
+    assert metrics["untrained_map"] == pytest.approx(start["map"], abs=1e-6)
+
+
+def test_missing_base_checkpoint_is_refused_naming_the_key(crops: Path, tmp_path: Path) -> None:
+    from motops.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"reid.weights: .*nope.pt: ReID checkpoint not found"):
+        train_reid(crops, ReidParams(weights=str(tmp_path / "nope.pt")), out_dir=tmp_path,
+                   metrics_path=tmp_path / "m.json", plot_path=tmp_path / "p.png", progress=False, max_steps=1)
+    assert not (tmp_path / "reid.pt").exists()
+
+
+def test_reid_architecture_params_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"len\(channels\) == len\(blocks\) \+ 1"):
+        ReidParams(channels=(16, 32, 64), blocks=(1, 1, 2))
+    net = ReIDNet(**{"embedding_dim": 128, "stem_channels": 16, "stage_channels": (32, 64, 128)})
+    assert count_parameters(net) < 700_000  # the compact default: a quarter of the 128 x 64 net
+
+
+@pytest.mark.slow
+def test_keep_better_start_keeps_a_good_base_that_training_ruins(crops: Path, tmp_path: Path) -> None:
+    """A finetune that scores a lower held-out mAP than its start ships the start (reid.keep_better_start)."""
+    good = ReidParams(height=CROP_H, width=CROP_W, p_ids=8, k_instances=4, lr=3e-3, seed=0, weights=None,
+                      embedding_dim=64, channels=(16, 32, 64, 64))
+    train_reid(crops, good, out_dir=tmp_path / "base", metrics_path=tmp_path / "b.json",
+               plot_path=tmp_path / "b.png", progress=False, max_steps=60)
+    ruin = ReidParams(weights=str(tmp_path / "base" / "reid.pt"), lr=1.0, p_ids=8, k_instances=4)
+    metrics = train_reid(crops, ruin, out_dir=tmp_path / "ft", metrics_path=tmp_path / "m.json",
+                         plot_path=tmp_path / "p.png", progress=False, max_steps=4)
+    assert metrics["trained_map"] < metrics["untrained_map"]
+    assert metrics["kept_start"] is True and metrics["map"] == metrics["untrained_map"]
+    assert torch.allclose(_embeddings(tmp_path / "ft" / "reid.pt", crops),
+                          _embeddings(tmp_path / "base" / "reid.pt", crops), atol=1e-6)

@@ -244,6 +244,22 @@ class DetectorParams(_Section):
     )
 
 
+class PretrainReidParams(_Section):
+    """The frozen ``pretrain_reid`` stage: the project's own base ReID checkpoint.
+
+    Trained from scratch with the ``reid`` section's architecture and losses on the crops of
+    ``pretrain.synthetic`` (hundreds of identities: the default footage has ~60), so a user's
+    footage with a handful of people finetunes a net that already tells people apart.
+    """
+
+    weights: str = Field(default="models/base/reid.pt", description="The base checkpoint written (committed).")
+    metrics: str = "metrics/pretrain_reid.json"
+    epochs: PositiveInt = Field(default=10, description="Passes over the pretraining crops.")
+    heldout_fraction: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=0.1, description="Share of identities held out to score the checkpoint."
+    )
+
+
 class PretrainParams(_Section):
     """The frozen ``pretrain`` stage: the project's own base detector checkpoint.
 
@@ -265,14 +281,32 @@ class PretrainParams(_Section):
         weights=None, imgsz=320, epochs=20, lr0=0.01, warmup_epochs=1.0, close_mosaic=2, patience=100,
         time_budget_min=None, freeze=0,
     )
+    reid: PretrainReidParams = PretrainReidParams()
 
 
 class ReidParams(_Section):
     """The appearance branch: ID cross-entropy + batch-hard triplet loss."""
 
-    height: Annotated[int, Field(ge=32, le=512)] = 128
-    width: Annotated[int, Field(ge=16, le=256)] = 64
-    embedding_dim: Annotated[int, Field(ge=32, le=2048)] = 256
+    height: Annotated[int, Field(ge=32, le=512)] = 64
+    width: Annotated[int, Field(ge=16, le=256)] = 32
+    embedding_dim: Annotated[int, Field(ge=32, le=2048)] = 128
+    channels: tuple[PositiveInt, ...] = Field(
+        default=(16, 32, 64, 128),
+        description="Channels of the stem and of each residual stage (the net's width).",
+    )
+    blocks: tuple[PositiveInt, ...] = Field(
+        default=(1, 1, 2), description="Residual blocks per stage; one entry per stage of `channels`."
+    )
+    weights: str | None = Field(
+        default="models/base/reid.pt",
+        description="A ReID checkpoint to finetune from (the classifier is rebuilt for the footage's identities); "
+        "its input size, width and embedding size replace height/width/channels/blocks/embedding_dim. "
+        "null: train from scratch.",
+    )
+    keep_better_start: bool = Field(
+        default=True,
+        description="Keep the starting weights when training does not beat them on the held-out identities (mAP).",
+    )
     epochs: PositiveInt = Field(default=6, description="Passes over the training crops; the default set plateaus ~6.")
     p_ids: Annotated[int, Field(ge=2)] = Field(
         default=8,
@@ -289,6 +323,15 @@ class ReidParams(_Section):
     device: str = "auto"
     seed: int = 0
     max_steps: PositiveInt | None = Field(default=None, description="Stop after this many steps (None: epochs).")
+
+    @model_validator(mode="after")
+    def _architecture(self) -> ReidParams:
+        if len(self.channels) != len(self.blocks) + 1:
+            raise ValueError(
+                f"channels has {len(self.channels)} entries and blocks {len(self.blocks)}; expected one stem "
+                "channel count followed by one per stage (len(channels) == len(blocks) + 1)"
+            )
+        return self
 
 
 class TensorRTParams(_Section):
@@ -338,8 +381,8 @@ class TrackParams(_Section):
     fuse_score: bool = True
     with_reid: bool = Field(
         default=False,
-        description="BoT-SORT appearance from the ReID branch. On this 2-core CPU it costs ~3.5x the frame time for "
-        "~1 IDF1 point, so it is off by default; turn it on where the ReID runs on a GPU (TensorRT).",
+        description="BoT-SORT appearance from the ReID branch, as exported; evaluate measures with and without it "
+        "on val (evaluate.choose_appearance) and the release bundle's tracker.yaml keeps what wins.",
     )
     proximity_thresh: Fraction = Field(
         default=0.05,

@@ -87,23 +87,12 @@ def pretrain(params: Params, root: Path = Path(".")) -> dict:
     ``pretrain.metrics``. The footage and Ultralytics' run folder stay in
     ``pretrain.work_dir`` (ignored by git) until the next run.
     """
-    from motops.data.ingest import ingest as run_ingest
     from motops.data.prepare import build_yolo_dataset, split_sequences
-    from motops.data.synthetic import synthesize as write_synthetic
     from motops.training.detector import train_detector
 
     cfg = params.pretrain
     work = root / cfg.work_dir
-    if work.exists():
-        shutil.rmtree(work)
-    write_synthetic(work / "synthetic", cfg.synthetic)
-    sequences, annotations = run_ingest(
-        ["synthetic"],
-        synthetic_dir=work / "synthetic",
-        out_dir=work / "sequences",
-        annotations_path=work / "annotations.parquet",
-        sequences_path=work / "sequences.parquet",
-    )
+    sequences, annotations = _pretrain_footage(params, work)
     train, val = split_sequences(
         sequences["sequence"].to_list(), val_fraction=cfg.val_fraction, seed=cfg.synthetic.seed
     )
@@ -132,6 +121,57 @@ def pretrain(params: Params, root: Path = Path(".")) -> dict:
         f"pretrain: {metrics['epochs']} epochs on {metrics['images_train']} images in {metrics['seconds']:.0f} s; "
         f"val mAP50 {metrics['map50']:.3f}; wrote {weights}"
     )
+    return metrics
+
+
+def _pretrain_footage(params: Params, work: Path):
+    """Render and ingest ``pretrain.synthetic`` into ``work`` (emptied first): ``(sequences, annotations)``."""
+    from motops.data.ingest import ingest as run_ingest
+    from motops.data.synthetic import synthesize as write_synthetic
+
+    if work.exists():
+        shutil.rmtree(work)
+    write_synthetic(work / "synthetic", params.pretrain.synthetic)
+    return run_ingest(
+        ["synthetic"],
+        synthetic_dir=work / "synthetic",
+        out_dir=work / "sequences",
+        annotations_path=work / "annotations.parquet",
+        sequences_path=work / "sequences.parquet",
+    )
+
+
+def pretrain_reid(params: Params, root: Path = Path(".")) -> dict:
+    """Stage ``pretrain_reid`` (frozen): train the base ReID checkpoint on many synthetic identities.
+
+    Renders ``pretrain.synthetic`` (the footage the base detector is trained on, never the
+    default run's), cuts its tracks into a crop set (``pretrain.reid.heldout_fraction`` of
+    the identities held out) and trains the ``reid`` section's net from scratch for
+    ``pretrain.reid.epochs``. Writes ``pretrain.reid.weights`` (committed; the default
+    ``reid.weights``) and ``pretrain.reid.metrics``; the training curves stay in the work folder.
+    """
+    from motops.data.crops import build_reid_crops
+    from motops.training.reid import train_reid as run
+
+    cfg, p = params.pretrain.reid, params.prepare
+    work = root / params.pretrain.work_dir / "reid"
+    sequences, annotations = _pretrain_footage(params, work)
+    build_reid_crops(
+        sequences, annotations, work / "crops", height=params.reid.height, width=params.reid.width,
+        clip_min=p.reid_clip_min, clip_max=p.reid_clip_max, heldout_fraction=cfg.heldout_fraction,
+        min_visibility=p.min_visibility, seed=params.pretrain.synthetic.seed,
+    )
+    reid = params.reid.model_copy(update={"epochs": cfg.epochs, "weights": None, "keep_better_start": False,
+                                          "max_steps": None})
+    metrics = run(
+        work / "crops", reid, out_dir=work / "out", metrics_path=root / cfg.metrics,
+        plot_path=work / "training.png",  # a clone has no reports/*.png: a frozen stage's outs must be in git
+    )
+    weights = root / cfg.weights
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(work / "out" / "reid.pt", weights)
+    print(f"pretrain_reid: {metrics['train_ids']} identities, {metrics['steps']} steps; held-out Rank-1 "
+          f"{metrics['rank1']:.3f}, mAP {metrics['map']:.3f}; wrote {weights}")
     return metrics
 
 
@@ -231,18 +271,25 @@ def train_detector(params: Params, root: Path = Path(".")) -> dict:
 def train_reid(params: Params, root: Path = Path(".")) -> dict:
     """Stage ``train_reid``: ID cross-entropy + batch-hard triplet training on the prepared crops.
 
-    Writes ``models/reid/reid.pt``, ``metrics/reid.json`` (``rank1``, ``map`` on held-out ids,
-    and the untrained network's for comparison) and ``reports/reid_training.png``.
+    Finetunes ``reid.weights`` (the ``pretrain_reid`` checkpoint by default; ``null``: from
+    scratch). Writes ``models/reid/reid.pt``, ``metrics/reid.json`` (``rank1``, ``map`` on
+    held-out ids, and the starting weights' for comparison) and ``reports/reid_training.png``.
     """
     from motops.training.reid import train_reid as run
 
+    weights = params.reid.weights
     metrics = run(
         root / params.prepare.out_dir / "reid", params.reid, out_dir=root / "models" / "reid",
         metrics_path=root / "metrics" / "reid.json", plot_path=root / "reports" / "reid_training.png",
         max_steps=params.reid.max_steps,
+        base_weights=None if weights is None else root / weights,  # an absolute path stays itself
     )
+    start = "untrained" if weights is None else f"start {weights}"
     print(f"train_reid: held-out Rank-1 {metrics['rank1']:.3f}, mAP {metrics['map']:.3f} "
-          f"(untrained {metrics['untrained_rank1']:.3f} / {metrics['untrained_map']:.3f})")
+          f"({start}: {metrics['untrained_rank1']:.3f} / {metrics['untrained_map']:.3f})")
+    if metrics["kept_start"]:
+        print(f"train_reid: kept the starting weights: training scored a lower held-out mAP "
+              f"({metrics['trained_map']:.3f}; reid.keep_better_start)")
     return metrics
 
 
@@ -365,6 +412,7 @@ def register(params: Params, root: Path = Path(".")) -> dict:
 
 STAGES: dict[str, Callable[[Params], object]] = {
     "pretrain": pretrain,
+    "pretrain_reid": pretrain_reid,
     "synthesize": synthesize,
     "ingest": ingest,
     "validate": validate,

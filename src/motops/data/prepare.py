@@ -179,6 +179,28 @@ def _class_names(class_map: Mapping[int, int]) -> dict[int, str]:
 # --------------------------------------------------------------------------- the data set
 
 
+def _refuse_sequences_without_targets(
+    sequences: pl.DataFrame, annotations: pl.DataFrame, names: list[str], class_map: Mapping[int, int]
+) -> None:
+    """A sequence without one scored box of a trained class (e.g. gt with no pedestrians) stops the stage."""
+    wanted = annotations.filter(pl.col("class").is_in(list(class_map)) & (pl.col("conf") > 0))
+    have = set(wanted["sequence"].unique().to_list())
+    for name in names:
+        if name in have:
+            continue
+        rows = annotations.filter(pl.col("sequence") == name)
+        where = rows["file"][0] if rows.height else str(
+            Path(sequences.filter(pl.col("sequence") == name)["path"][0]) / "gt" / "gt.txt"
+        )
+        found = sorted(set(rows["class"].to_list()))
+        raise DataFormatError(
+            Path(where),
+            f"sequence '{name}' has no scored box of class {sorted(class_map)} (pedestrian) "
+            f"({rows.height} rows, classes {found or 'none'}); nothing to train or score on: fix the classes "
+            "or drop the source",
+        )
+
+
 def build_yolo_dataset(
     sequences: pl.DataFrame,
     annotations: pl.DataFrame,
@@ -220,7 +242,8 @@ def build_yolo_dataset(
     Raises:
         ConfigError: a split name is not in ``sequences``, a sequence is on both sides,
             or a side is empty.
-        DataFormatError: a frame image is missing.
+        DataFormatError: a frame image is missing, or a sequence has no scored box of a
+            class in ``class_map`` (nothing to learn or score there; named by its gt file).
     """
     from tqdm import tqdm
 
@@ -238,6 +261,7 @@ def build_yolo_dataset(
     both = sorted(set(train) & set(val))
     if both:
         raise ConfigError(f"prepare: sequence(s) {', '.join(both)} are in both train and val")
+    _refuse_sequences_without_targets(sequences, annotations, [*train, *val], class_map)
     names = _class_names(class_map)
 
     for sub in ("images", "labels"):

@@ -1,10 +1,13 @@
 """Training and evaluation of the appearance (ReID) network.
 
-:func:`train_reid` trains :class:`~motops.models.reid.ReIDNet` from scratch on the crop set
-written by :func:`motops.data.crops.build_reid_crops` with ``id_loss_weight * ID +
-triplet_loss_weight * triplet`` (PK batches, Adam, linear warm-up then cosine decay, light
-augmentation), scores the held-out identities before and after training with
-:func:`evaluate_reid`, and writes the checkpoint, a metrics JSON and a training-curve plot.
+:func:`train_reid` trains :class:`~motops.models.reid.ReIDNet` on the crop set written by
+:func:`motops.data.crops.build_reid_crops` with ``id_loss_weight * ID + triplet_loss_weight *
+triplet`` (PK batches, Adam, linear warm-up then cosine decay, light augmentation), from scratch
+or from a base checkpoint (``reid.weights``: the ``pretrain_reid`` stage's net, trained on
+hundreds of synthetic identities; a user's footage often has fewer than ten). It scores the
+held-out identities before and after training with :func:`evaluate_reid`, keeps the start when
+training made it worse (``reid.keep_better_start``), and writes the checkpoint, a metrics JSON
+and a training-curve plot.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from torch.nn import functional as F
 from motops.config import ReidParams
 from motops.data.crops import read_reid_index
 from motops.errors import ConfigError, DataFormatError
-from motops.models.reid import ReIDNet, count_parameters, reid_meta, save_reid
+from motops.models.reid import ReIDNet, count_parameters, load_reid, reid_meta, save_reid
 from motops.training.losses import IDLoss, TripletLoss
 from motops.training.samplers import PKSampler
 
@@ -243,6 +246,14 @@ def evaluate_reid(
 # --------------------------------------------------------------------------- training
 
 
+def _load_base(path: str | Path) -> tuple[ReIDNet, dict[str, Any]]:
+    """The base checkpoint of ``reid.weights``, or a :class:`ConfigError` naming the key and the file."""
+    try:
+        return load_reid(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(f"reid.weights: {exc}; give a checkpoint made by the pretrain_reid stage or null") from exc
+
+
 def _lr_factor(step: int, total: int) -> float:
     """Linear warm-up over :data:`WARMUP_FRACTION` of ``total``, then cosine to :data:`FINAL_LR_FRACTION`."""
     warm = max(1, round(WARMUP_FRACTION * total))
@@ -262,8 +273,9 @@ def train_reid(
     device: str | None = None,
     max_steps: int | None = None,
     progress: bool = True,
+    base_weights: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train the ReID net from scratch on a crop set and score it on the held-out identities.
+    """Train the ReID net on a crop set (from scratch or a base checkpoint); score it on the held-out identities.
 
     Args:
         crops_dir: Folder written by :func:`motops.data.crops.build_reid_crops`.
@@ -277,6 +289,12 @@ def train_reid(
             fit to the shorter run); ``None``: ``params.epochs`` full epochs. An epoch is
             ``max(1, N // (P * K))`` steps for ``N`` training crops.
         progress: Show a tqdm bar per epoch.
+        base_weights: A checkpoint written by :func:`motops.models.reid.save_reid` to start
+            from (``None``: ``params.weights``, and from scratch when that is ``None`` too).
+            Its layers except the ID classifier are loaded; the classifier is new (the
+            footage's identities are not the base's). Its input size and architecture win
+            over ``params``. With ``params.keep_better_start``, the starting weights are kept
+            when the trained ones score a lower held-out mAP.
 
     Returns:
         The metrics written to ``metrics_path``: ``rank1``, ``map`` (trained, fractions),
@@ -316,7 +334,17 @@ def train_reid(
     if max_steps is not None and max_steps < 1:
         raise ConfigError(f"reid.max_steps must be >= 1, got {max_steps}")
     dev = resolve_device(params.device if device is None else device)
-    h, w = params.height, params.width
+    base_weights = params.weights if base_weights is None else base_weights
+    base = _load_base(base_weights) if base_weights is not None else None
+    if base is not None:
+        h, w = (int(v) for v in base[1]["input_size"])
+        arch = {k: base[1][k] for k in ("stem_channels", "stage_channels", "stage_blocks")}
+        embedding_dim = int(base[1]["embedding_dim"])
+    else:
+        h, w = params.height, params.width
+        arch = {"stem_channels": params.channels[0], "stage_channels": tuple(params.channels[1:]),
+                "stage_blocks": tuple(params.blocks)}
+        embedding_dim = params.embedding_dim
 
     torch.manual_seed(params.seed)
     rng = np.random.default_rng(params.seed)
@@ -330,7 +358,12 @@ def train_reid(
     def evaluate(net: ReIDNet) -> dict[str, float]:
         return retrieval_metrics(embed(net, query_images), embed(net, gallery_images), q_pids, g_pids, qk, gk)
 
-    model = ReIDNet(params.embedding_dim, num_classes=len(train_pids)).to(dev)
+    model = ReIDNet(embedding_dim, num_classes=len(train_pids), **arch)
+    if base is not None:
+        state = {k: v for k, v in base[0].state_dict().items() if not k.startswith("classifier.")}
+        model.load_state_dict(state, strict=False)
+    model = model.to(dev)
+    start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     sampler = PKSampler(labels, p_ids, params.k_instances, seed=params.seed)
     steps_per_epoch = len(sampler)
     total = params.epochs * steps_per_epoch
@@ -372,20 +405,31 @@ def train_reid(
         scores = evaluate(model)
         history.append({"epoch": epoch, **{f"{k}_loss": v / n for k, v in sums.items()}, **scores})
 
+    final = history[-1]
+    kept_start = params.keep_better_start and untrained["map"] > final["map"]
+    if kept_start:
+        model.load_state_dict(start_state)
     out_dir = Path(out_dir)
     meta = reid_meta(
         model,
         height=h,
         width=w,
-        extra={"train_ids": len(train_pids), "steps": step, "seed": params.seed, "device": str(dev)},
+        extra={"train_ids": len(train_pids), "steps": step, "seed": params.seed, "device": str(dev),
+               "base": None if base is None else str(base_weights), "kept_start": kept_start},
     )
     save_reid(out_dir / "reid.pt", model, meta)
-    final = history[-1]
+    chosen = untrained if kept_start else final
     metrics: dict[str, Any] = {
-        "rank1": final["rank1"],
-        "map": final["map"],
+        "rank1": chosen["rank1"],
+        "map": chosen["map"],
+        "trained_rank1": final["rank1"],
+        "trained_map": final["map"],
         "untrained_rank1": untrained["rank1"],
         "untrained_map": untrained["map"],
+        "base": None if base is None else str(base_weights),
+        "base_train_ids": None if base is None else base[1].get("train_ids"),
+        "kept_start": kept_start,
+        "input_size": [h, w],
         "steps": step,
         "epochs": epochs,
         "train_ids": len(train_pids),
