@@ -182,6 +182,19 @@ def test_unlisted_model_file_fails(bundle: Path) -> None:
     assert "unlisted model file" in report.problems[0].message
 
 
+def test_a_linked_or_oversized_sig_file_is_refused(bundle: Path, tmp_path: Path) -> None:
+    """The ``*.sig`` loophole: a link (to /etc/shadow, say) or a 20 MB "signature" no longer passes."""
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$secret\n")
+    (bundle / "manifest.sig").symlink_to(secret)
+    (bundle / "huge.sig").write_bytes(b"A" * (20 << 20))
+    (bundle / "ok.sig").write_bytes(b"c2lnbmF0dXJl\n")
+    report = verify_bundle(bundle)
+    assert report.bad_files == ["huge.sig", "manifest.sig"]
+    assert "is 20971520 bytes; expected at most 4096" in report.problems[0].message
+    assert "a link or not a plain file" in report.problems[1].message
+
+
 def test_manifest_without_sha256_fails(bundle: Path) -> None:
     manifest = json.loads((bundle / MANIFEST_FILE).read_text())
     del manifest["files"]["reid.onnx"]["sha256"]

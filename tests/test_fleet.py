@@ -1,16 +1,19 @@
 """Fleet distribution against a real S3 endpoint: moto's server mode on 127.0.0.1, started here.
 
-Publish -> sync -> track; tampered files, foreign signatures, replayed pointers refused with
+Publish -> sync -> track; tampered files, foreign signatures, replayed metadata refused with
 ``current`` untouched; the endpoint killed in the middle of a multipart upload and the publish
 resumed; rollback and hold; five agents in parallel processes; the TensorRT plan step with a
-stand-in builder (this machine has no CUDA).
+stand-in builder (this machine has no CUDA). Then the attacks of issue 15, each against the
+same server: endless data (a listed file, metadata), slow retrieval against the deadline and
+the lock, freeze, cross-channel and cross-name replay, key rotation and revocation, disk full
+and a read-only folder (tmpfs in a private mount namespace), corrupt trusted metadata and state.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,7 +32,8 @@ from motops.export.bundle import load_bundle, manifest_digest, verify_bundle
 from motops.fleet import (
     EdgeAgent,
     FleetError,
-    SignatureError,
+    Repository,
+    Signers,
     SigningKeyError,
     StaleVersionError,
     VerificationError,
@@ -37,12 +41,10 @@ from motops.fleet import (
     load_private_key,
     load_public_key,
     publish_bundle,
-    read_pointer,
-    sign_release,
-    verify_release,
     with_env_overrides,
 )
-from motops.fleet.store import compare_versions, pointer_key, release_key, s3_client
+from motops.fleet.repository import release_targets, signer_for
+from motops.fleet.store import compare_versions, metadata_key, release_key, s3_client
 
 pytestmark = pytest.mark.slow
 
@@ -215,24 +217,28 @@ def _counting_client(params: FleetParams) -> tuple[object, list[tuple[str, str, 
 
 def test_publish_then_sync_installs_and_the_engine_tracks(tmp_path, params, bundles, clip):
     result = publish_bundle(bundles["1"], name="tracker", version="1", params=params)
-    assert result["previous"] is None and result["skipped"] == []
-    assert set(result["uploaded"]) == {"detector.onnx", "reid.onnx", "tracker.yaml", "manifest.json", "manifest.sig"}
+    assert result["previous"] is None and result["skipped"] == [] and result["created_root"] is True
+    assert set(result["uploaded"]) == {"detector.onnx", "reid.onnx", "tracker.yaml", "manifest.json"}
+    assert (result["root_version"], result["targets_version"], result["timestamp_version"]) == (1, 1, 1)
     assert result["manifest_digest"] == manifest_digest(bundles["1"])
     client = s3_client(params)
     head = client.head_object(Bucket=BUCKET, Key=release_key(params, "tracker", "1", "detector.onnx"))
     assert head["Metadata"]["sha256"] == json.loads((bundles["1"] / "manifest.json").read_text())["files"][
         "detector.onnx"]["sha256"]
-    pointer = read_pointer(params)
-    assert (pointer["name"], pointer["version"], pointer["channel"]) == ("tracker", "1", "stable")
-    verify_release(params.public_key, pointer["signature"], pointer["manifest_digest"], name="tracker", version="1")
+    state = Repository(params).load()
+    assert state.release() == {"name": "tracker", "version": "1"}
+    target = state.targets.signed.targets["tracker/1/detector.onnx"]
+    assert target.custom == {"name": "tracker", "version": "1", "channel": "stable", "role": "detector"}
+    assert target.length == (bundles["1"] / "detector.onnx").stat().st_size
 
     agent = _agent(tmp_path, params, load_check=True)
     assert agent.sync() == {"version": "1", "previous": None, "channel_version": "1", "action": "installed"}
     assert agent.current.is_symlink() and os.readlink(agent.current) == os.path.join("versions", "1")
     assert verify_bundle(agent.current).ok
-    assert (agent.current / "manifest.sig").read_text().strip() == pointer["signature"]
     status = agent.status()
     assert status["installed"] == "1" and status["channel_version"] == "1" and status["last_error"] is None
+    assert status["root_version"] == 1 and status["timestamp_version"] == 1
+    assert 0 <= status["timestamp_age_s"] < 60 and status["timestamp_expires_in_s"] > params.timestamp_expiry_s - 60
     assert status["last_check"] and status["current"] == str((tmp_path / "device" / "versions" / "1").resolve())
     assert status["tensorrt"]["built"] is False and status["tensorrt"]["reason"].startswith("TensorRT: ")
     assert not any((tmp_path / "device" / "staging").iterdir())
@@ -274,8 +280,8 @@ def test_a_file_altered_in_the_bucket_is_refused_and_the_old_engine_stays(tmp_pa
     client.put_object(Bucket=BUCKET, Key=reid_key, Body=original, Metadata={"sha256": sha})
     calls.clear()
     assert agent.sync()["action"] == "installed"
-    fetched = {key.rsplit("/", 1)[-1] for op, key, _ in calls if op == "GetObject"}
-    assert fetched == {"stable.json", "manifest.json", "reid.onnx"}
+    fetched = {key.rsplit("/", 1)[-1] for op, key, _ in calls if op == "GetObject" and "/tuf/" not in key}
+    assert fetched == {"reid.onnx"}
     assert _current_version(agent) == "2" and agent.status()["last_error"] is None
 
 
@@ -291,8 +297,10 @@ def test_a_partial_download_is_resumed_by_byte_range(tmp_path, params, light):
     (staging / "stray.bin").write_bytes(b"left over")
     assert agent.sync()["action"] == "installed"
     gets = [(key.rsplit("/", 1)[-1], rng) for op, key, rng in calls if op == "GetObject"]
-    assert ("detector.onnx", f"bytes={head}-") in gets and ("detector.onnx", None) not in gets
-    assert [rng for name, rng in gets if name == "reid.onnx"] == ["bytes=26-", None]
+    size = (light["1"] / "detector.onnx").stat().st_size
+    assert [rng for name, rng in gets if name == "detector.onnx"] == [f"bytes={head}-{size - 1}"]  # resumed, bounded
+    reid = (light["1"] / "reid.onnx").stat().st_size
+    assert [rng for name, rng in gets if name == "reid.onnx"] == [f"bytes=26-{reid - 1}", f"bytes=0-{reid - 1}"]
     assert verify_bundle(agent.current).ok and not (agent.current / "stray.bin").exists()
 
 
@@ -304,7 +312,7 @@ def test_a_manifest_altered_in_the_bucket_is_refused(tmp_path, params, light):
     manifest["metrics"]["idf1"] = 0.99
     client.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(manifest).encode())
     agent = _agent(tmp_path, params)
-    with pytest.raises(VerificationError, match="manifest in the bucket was altered"):
+    with pytest.raises(VerificationError, match="manifest.json.*signed targets metadata says"):
         agent.sync()
     assert not agent.current.exists() and agent.status()["installed"] is None
 
@@ -326,53 +334,70 @@ def test_a_release_whose_models_do_not_load_is_refused(tmp_path, params, bundles
     assert _current_version(agent) == "1" and not (tmp_path / "device" / "versions" / "2").exists()
 
 
+def forge(params, signer, bundle=None, *, name="tracker", version="2", channel=None):
+    """What an attacker holding ``signer`` writes: targets (of ``bundle`` as NAME/VERSION), snapshot and timestamp
+    signed with it, over the channel's real metadata (python-tuf's API, the publisher's key checks skipped)."""
+    repo = Repository(params, channel)
+    repo._check_signer = lambda *args: None  # the attacker signs with whatever key they hold
+    state = repo.load()
+    targets = dict(state.targets.signed.targets)
+    if bundle is not None:
+        targets = release_targets(
+            json.loads((bundle / "manifest.json").read_text())["files"],
+            manifest=(bundle / "manifest.json").read_bytes(), name=name, version=version, channel=repo.channel,
+            path_of=lambda rel: f"{name}/{version}/{rel}",
+        )
+    return repo.write_release(targets, state, Signers(root=[], targets=signer, online=signer))
+
+
 def test_a_release_signed_with_another_key_is_refused(tmp_path, params, light, keys):
     publish_bundle(light["1"], name="tracker", version="1", params=params)
     agent = _agent(tmp_path, params)
     agent.sync()
-    publish_bundle(light["2"], name="tracker", version="2", params=params, signing_key=keys["other"])
-    with pytest.raises(VerificationError, match="does not verify with the trusted public key"):
+    with pytest.raises(SigningKeyError, match="is not a targets key of root version 1"):
+        publish_bundle(light["2"], name="tracker", version="2", params=params, signing_key=keys["other"])
+    forge(params, signer_for(keys["other"], "attacker"), light["2"])
+    with pytest.raises(VerificationError, match="UnsignedMetadataError"):
         agent.sync()
     assert _current_version(agent) == "1"
-    assert "does not verify" in agent.status()["last_error"]
+    assert "UnsignedMetadataError" in agent.status()["last_error"]
     assert not (tmp_path / "device" / "staging" / "2").exists()  # refused before any download
 
 
-def test_an_older_pointer_is_refused_unless_rolling_back(tmp_path, params, light):
+def test_replayed_old_metadata_is_refused_and_a_deliberate_rollback_needs_allow_rollback(tmp_path, params, light):
     publish_bundle(light["1"], name="tracker", version="1", params=params)
     client = s3_client(params)
-    key = pointer_key(params)
-    old_pointer = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    key = metadata_key(params, "stable", "timestamp.json")
+    old_timestamp = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
     publish_bundle(light["2"], name="tracker", version="2", params=params)
+    latest_timestamp = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
     agent = _agent(tmp_path, params)
     assert agent.sync()["version"] == "2"
 
     with pytest.raises(StaleVersionError, match="points at tracker 2; 1 is older than it"):
         publish_bundle(light["1"], name="tracker", version="1", params=params)
 
-    client.put_object(Bucket=BUCKET, Key=key, Body=old_pointer)  # a replayed, genuinely signed, old pointer
-    with pytest.raises(StaleVersionError, match="points at tracker 1, older than the installed 2"):
+    client.put_object(Bucket=BUCKET, Key=key, Body=old_timestamp)  # a replayed, genuinely signed, old timestamp
+    with pytest.raises(VerificationError, match="BadVersionNumberError"):
         agent.sync()
     assert _current_version(agent) == "2"
 
-    forged = {**json.loads(old_pointer), "version": "9"}  # the old signature does not cover version 9
+    forged = json.loads(old_timestamp)
+    forged["signed"]["version"] = 9  # the old signature does not cover version 9
     client.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(forged).encode())
-    with pytest.raises(VerificationError, match="does not verify"):
+    with pytest.raises(VerificationError, match="UnsignedMetadataError"):
         agent.sync()
 
-    client.put_object(Bucket=BUCKET, Key=key, Body=old_pointer)
+    # The publisher refuses to build on forged metadata; once the bucket is restored it rolls the fleet back on
+    # purpose, and devices still need allow_rollback.
+    with pytest.raises(VerificationError, match="timestamp.json: does not verify with the timestamp key"):
+        publish_bundle(light["1"], name="tracker", version="1", params=params, allow_older=True)
+    client.put_object(Bucket=BUCKET, Key=key, Body=latest_timestamp)
+    publish_bundle(light["1"], name="tracker", version="1", params=params, allow_older=True)
+    with pytest.raises(StaleVersionError, match="names tracker 1, older than the installed 2"):
+        agent.sync()
     result = agent.sync(allow_rollback=True)
     assert result["action"] == "installed" and _current_version(agent) == "1"
-
-    # Version 1 signed again over other content: a device never lets a version change under it.
-    other = manifest_digest(light["3"])
-    resigned = {**json.loads(old_pointer), "manifest_digest": other,
-                "signature": base64.b64encode(sign_release(params.signing_key, other, name="tracker",
-                                                           version="1")).decode()}
-    client.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(resigned).encode())
-    with pytest.raises(VerificationError, match="must not change under the same version"):
-        agent.sync()
-    assert _current_version(agent) == "1"
 
 
 def test_rollback_returns_to_the_previous_version_and_holds(tmp_path, params, light):
@@ -435,21 +460,21 @@ def test_endpoint_killed_in_the_middle_of_a_publish_keeps_the_old_pointer_and_a_
 
         # detector.onnx (12 MB) goes last and in 5 MiB parts: the endpoint dies after its first part
         client.meta.events.register("after-call.s3.UploadPart", kill_endpoint)
-        with pytest.raises(FleetError, match="detector.onnx.*pointer .* was not changed"):
+        with pytest.raises(FleetError, match="detector.onnx.*channel metadata .* was not changed"):
             publish_bundle(bundles["2"], name="tracker", version="2", params=via, client=client,
                            on_progress=lambda event, item: done.append(item))
         assert done == ["tracker.yaml", "reid.onnx"]
 
         proxy, _ = _start_forwarder(port, upstream)  # the endpoint comes back on the same address
-        assert read_pointer(via)["version"] == "1"
+        assert Repository(via).load().release()["version"] == "1"
         assert agent.sync()["action"] == "up-to-date" and _current_version(agent) == "1"
 
         client, calls = _counting_client(via)
         result = publish_bundle(bundles["2"], name="tracker", version="2", params=via, client=client)
         assert result["skipped"] == ["tracker.yaml", "reid.onnx"] and result["previous"] == "1"
-        assert result["uploaded"] == ["detector.onnx", "manifest.json", "manifest.sig"]
+        assert result["uploaded"] == ["detector.onnx", "manifest.json"]
         written = {key.rsplit("/", 1)[-1] for op, key, _ in calls if op in ("PutObject", "CreateMultipartUpload")}
-        assert written == {"detector.onnx", "manifest.json", "manifest.sig", "stable.json"}
+        assert written == {"detector.onnx", "manifest.json", "2.targets.json", "2.snapshot.json", "timestamp.json"}
         assert agent.sync()["action"] == "installed" and _current_version(agent) == "2"
     finally:
         for proc in {first, proxy}:
@@ -488,8 +513,7 @@ def test_five_agents_in_parallel_processes_end_on_the_same_verified_version(tmp_
         report = verify_bundle(device / "current")
         assert report.ok, report.problems
         digests.add(manifest_digest(report.manifest))
-        verify_release(params.public_key, (device / "current" / "manifest.sig").read_text(), report.manifest,
-                       name="tracker", version="1")
+        assert (device / "metadata" / "stable" / "root.json").is_file()
     assert digests == {manifest_digest(bundles["1"])}
 
 
@@ -512,7 +536,7 @@ def test_edge_run_service_installs_and_stops_on_sigterm(tmp_path, params, bundle
                 if state.get("last_error"):
                     break
             time.sleep(0.1)
-        assert "no release published" in state.get("last_error", ""), state
+        assert "no release published" in (state.get("last_error") or ""), state
         publish_bundle(bundles["1"], name="tracker", version="1", params=params)
         while time.monotonic() < deadline and proc.poll() is None and state.get("installed") != "1":
             time.sleep(0.1)
@@ -582,16 +606,10 @@ def test_keys_and_signatures(tmp_path, keys):
     with pytest.raises(SigningKeyError, match="not a PEM public key"):
         load_public_key(tmp_path / "junk.pem")
     assert oct(keys["private"].stat().st_mode & 0o777) == "0o600"
-    digest = "ab" * 32
-    signature = sign_release(keys["private"], digest, name="m", version="3")
-    verify_release(keys["public"].read_text(), signature, digest, name="m", version="3")  # PEM text works too
-    for kwargs in ({"name": "m", "version": "4"}, {"name": "n", "version": "3"}):
-        with pytest.raises(SignatureError):
-            verify_release(keys["public"], signature, digest, **kwargs)
-    with pytest.raises(SignatureError):
-        verify_release(keys["other_public"], signature, digest, name="m", version="3")
-    with pytest.raises(SignatureError, match="not base64"):
-        verify_release(keys["public"], "@@@", digest, name="m", version="3")
+    signer = signer_for(keys["private"], "fleet.signing_key")
+    assert signer.public_key.keyid == signer_for(keys["private"].read_text(), "x").public_key.keyid  # PEM text too
+    with pytest.raises(SigningKeyError, match="fleet.root_keys key: .*this is a public key"):
+        signer_for(keys["public"], "fleet.root_keys")
 
 
 def test_versions_names_and_environment(params, light, keys):
@@ -600,7 +618,7 @@ def test_versions_names_and_environment(params, light, keys):
     env = {"MOTOPS_FLEET_BUCKET": "other-bucket", "MOTOPS_PUBLIC_KEY": "/keys/pub.pem", "MOTOPS_FLEET_CHANNEL": ""}
     changed = with_env_overrides(params, env)
     assert (changed.bucket, changed.public_key, changed.channel) == ("other-bucket", "/keys/pub.pem", "stable")
-    for bad in ("../x", "a/b", "", "channels"):
+    for bad in ("../x", "a/b", "", "tuf"):
         with pytest.raises(FleetError, match="release name"):
             publish_bundle(light["1"], name=bad, version="1", params=params)
     with pytest.raises(SigningKeyError, match="no signing key"):
@@ -609,7 +627,7 @@ def test_versions_names_and_environment(params, light, keys):
     with pytest.raises(FleetError, match="already published with another manifest"):
         publish_bundle(light["2"], name="m", version="1", params=params)
     again = publish_bundle(light["1"], name="m", version="1", params=params)  # a rerun of a finished publish
-    assert again["uploaded"] == [] and len(again["skipped"]) == 5
+    assert again["uploaded"] == [] and len(again["skipped"]) == 4
 
 
 def test_cli_keygen_publish_sync_status_rollback(tmp_path, params, bundles):
@@ -675,8 +693,7 @@ def test_cli_publishes_the_champion_from_the_registry(tmp_path, params, light, m
     out = CliRunner().invoke(app, ["publish", "-p", str(params_file)])
     assert out.exit_code == 0, out.output
     assert asked == ["models:/motops-tracker@champion"]
-    pointer = read_pointer(params)
-    assert (pointer["name"], pointer["version"]) == ("motops-tracker", "7")
+    assert Repository(params).load().release() == {"name": "motops-tracker", "version": "7"}
 
 
 def test_run_forever_stops_and_survives_failures(tmp_path, params, light):
@@ -696,3 +713,333 @@ def test_run_forever_stops_and_survives_failures(tmp_path, params, light):
     thread.join(10)
     assert not thread.is_alive() and agent.status()["installed"] == "1"
 
+
+
+# --------------------------------------------------------------------------- attacks (issue 15)
+
+
+def test_endless_data_on_a_listed_file_stops_at_its_signed_length(tmp_path, params, light):
+    publish_bundle(light["1"], name="tracker", version="1", params=params)
+    agent = _agent(tmp_path, params)
+    agent.sync()
+    publish_bundle(light["2"], name="tracker", version="2", params=params)
+    client = s3_client(params)
+    key = release_key(params, "tracker", "2", "detector.onnx")
+    declared = (light["2"] / "detector.onnx").stat().st_size
+    client.put_object(Bucket=BUCKET, Key=key, Body=b"\0" * (32 << 20))  # 32 MiB where 1 MiB is signed
+    with pytest.raises(VerificationError, match=r"detector.onnx: the object holds 33554432 bytes, the signed targets"):
+        agent.sync()
+    received = agent.last_reader.received
+    others = sum(p.stat().st_size for p in light["2"].iterdir() if p.name != "detector.onnx")
+    assert received < others + (64 << 10) < declared  # not one byte of the 32 MiB body was read
+    assert _current_version(agent) == "1"
+    assert not (tmp_path / "device" / "staging" / "2" / "detector.onnx.part").exists()
+    assert "33554432 bytes" in agent.status()["last_error"]
+
+
+def test_endless_metadata_is_cut_at_the_length_python_tuf_allows(tmp_path, params, light):
+    publish_bundle(light["1"], name="tracker", version="1", params=params)
+    agent = _agent(tmp_path, params)
+    agent.sync()
+    client = s3_client(params)
+    junk = b"{" + b" " * (40 << 20)  # 40 MiB
+    for name, limit in (("timestamp.json", 16384), ("2.root.json", 512_000)):
+        client.put_object(Bucket=BUCKET, Key=metadata_key(params, "stable", name), Body=junk)
+        with pytest.raises(FleetError, match=f"more than {limit} bytes"):
+            agent.sync()
+        assert agent.last_reader.received <= limit + 1  # the request asked for limit + 1 bytes, no more
+        client.delete_object(Bucket=BUCKET, Key=metadata_key(params, "stable", name))
+    assert _current_version(agent) == "1"
+
+
+SLOW_PROXY = r"""
+import http.client, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+upstream, slow = int(sys.argv[1]), sys.argv[2]
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def _forward(self, method):
+        conn = http.client.HTTPConnection("127.0.0.1", upstream, timeout=30)
+        conn.request(method, self.path, headers={k: v for k, v in self.headers.items()})
+        resp = conn.getresponse()
+        body = resp.read()
+        self.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() not in ("transfer-encoding", "connection", "server", "date"):
+                self.send_header(k, v)
+        self.end_headers()
+        if method == "HEAD":
+            return
+        if slow in self.path.split("?")[0]:
+            for i in range(len(body)):  # one byte every 0.2 s: never idle long enough for a read timeout
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+                time.sleep(0.2)
+        else:
+            self.wfile.write(body)
+
+    def do_GET(self):
+        try:
+            self._forward("GET")
+        except OSError:
+            pass
+
+    def do_HEAD(self):
+        self._forward("HEAD")
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+def test_slow_retrieval_ends_at_the_deadline_and_the_lock_is_released(tmp_path, params, light, endpoint):
+    import threading
+
+    from motops.fleet import SyncDeadlineError
+
+    publish_bundle(light["1"], name="tracker", version="1", params=params)
+    proxy = subprocess.Popen([sys.executable, "-c", SLOW_PROXY, endpoint.rsplit(":", 1)[1], "detector.onnx"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proxy.stdout.readline())
+        slow = params.model_copy(update={"endpoint_url": f"http://127.0.0.1:{port}", "sync_deadline_s": 3.0,
+                                         "timeout_s": 1.0, "max_attempts": 1, "lock_timeout_s": 0.3})
+        agent = _agent(tmp_path, slow)
+        outcome: dict = {}
+
+        def run() -> None:
+            start = time.monotonic()
+            try:
+                agent.sync()
+            except FleetError as exc:
+                outcome["error"] = exc
+            outcome["seconds"] = time.monotonic() - start
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        time.sleep(1.5)  # in the middle of the trickle: a second agent on the same folder waits, then gives up
+        waiting = _agent(tmp_path, params.model_copy(update={"lock_timeout_s": 0.3}))
+        start = time.monotonic()
+        with pytest.raises(FleetError, match=r"still holds the lock after 0.3 s \(fleet.lock_timeout_s\)"):
+            waiting.sync()
+        assert time.monotonic() - start < 2
+        thread.join(30)
+        assert isinstance(outcome["error"], SyncDeadlineError), outcome
+        assert outcome["seconds"] < slow.sync_deadline_s + slow.timeout_s + 0.5, outcome  # deadline + one read
+        assert "fleet.sync_deadline_s=3" in agent.status()["last_error"]
+        assert not agent.current.exists()
+        # The lock is free again: a sync through the real endpoint resumes the partial file and installs.
+        part = tmp_path / "device" / "staging" / "1" / "detector.onnx.part"
+        assert 0 < part.stat().st_size < 64
+        assert waiting.sync()["action"] == "installed" and _current_version(waiting) == "1"
+    finally:
+        proxy.kill()
+        proxy.wait()
+
+
+def test_a_frozen_channel_expires_and_the_resign_flow_keeps_a_healthy_one_alive(tmp_path, params, light):
+    short = params.model_copy(update={"timestamp_expiry_s": 2.0})
+    publish_bundle(light["1"], name="tracker", version="1", params=short)
+    agent = _agent(tmp_path, short)
+    assert agent.sync()["action"] == "installed"
+    time.sleep(2.2)  # nobody re-signs: a mirror serving this forever is a freeze attack
+    with pytest.raises(VerificationError, match="timestamp.json is expired.*out of date"):
+        agent.sync()
+    status = agent.status()
+    assert status["timestamp_expires_in_s"] <= 0 and status["timestamp_age_s"] >= 2 and "expired" in status["last_error"]
+    assert _current_version(agent) == "1"
+
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("motops_flows_resign", Path(__file__).parents[1] / "flows/resign.py")
+    flows = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(flows)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"fleet": params.model_dump()}))
+    result = flows.resign.fn(repo_dir=str(tmp_path))  # what the `resign` deployment runs every hour
+    assert result["stable"]["resigned"] == ["timestamp"] and result["stable"]["timestamp_version"] == 2
+    assert agent.sync()["action"] == "up-to-date" and agent.status()["last_error"] is None
+    assert agent.status()["timestamp_expires_in_s"] > 3000
+
+
+def test_metadata_of_another_channel_or_release_name_is_refused_and_the_device_is_not_stuck(tmp_path, params, light):
+    publish_bundle(light["1"], name="tracker", version="1", params=params)
+    agent = _agent(tmp_path, params)
+    agent.sync()
+    publish_bundle(light["3"], name="other", version="5", params=params, channel="beta")
+    client = s3_client(params)
+    stable, beta = metadata_key(params, "stable"), metadata_key(params, "beta")
+    saved = {}
+    for obj in client.list_objects_v2(Bucket=BUCKET, Prefix=beta)["Contents"]:
+        name = obj["Key"].rsplit("/", 1)[1]
+        saved[name] = client.get_object(Bucket=BUCKET, Key=stable + name)["Body"].read()  # same names in stable
+        client.copy_object(Bucket=BUCKET, Key=stable + name, CopySource={"Bucket": BUCKET, "Key": obj["Key"]})
+    with pytest.raises(VerificationError, match="signed for channel 'beta', this device follows 'stable'"):
+        agent.sync()
+    assert _current_version(agent) == "1" and agent.status()["root_version"] == 1
+    for name, data in saved.items():  # the bucket is repaired; the real release 5 of tracker installs
+        client.put_object(Bucket=BUCKET, Key=stable + name, Body=data)
+    publish_bundle(light["2"], name="tracker", version="5", params=params)
+    assert agent.sync()["action"] == "installed" and _current_version(agent) == "5"
+    assert agent.status()["name"] == "tracker"
+
+
+def test_key_rotation_is_followed_without_touching_the_device_and_a_revoked_key_is_refused(tmp_path, params, light):
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    new = {n: generate_keypair(folder / f"{n}.pem", folder / f"{n}.pub")[0] for n in ("r1", "r2", "s2", "t2")}
+    publish_bundle(light["1"], name="tracker", version="1", params=params)  # one key: root = targets = timestamp
+    device = _agent(tmp_path, params, "device")
+    device.sync()
+
+    rotated = Repository(params).rotate(
+        Signers(root=[signer_for(new["r1"], "r"), signer_for(new["r2"], "r")],
+                targets=signer_for(new["s2"], "s"), online=signer_for(new["t2"], "t")), threshold=2)
+    assert rotated["root_version"] == 2
+    after = params.model_copy(update={"root_keys": (str(new["r1"]), str(new["r2"])), "root_threshold": 2,
+                                      "signing_key": str(new["s2"]), "timestamp_key": str(new["t2"])})
+    with pytest.raises(SigningKeyError, match="not a targets key of root version 2"):
+        publish_bundle(light["2"], name="tracker", version="2", params=params)  # the old key is revoked
+    publish_bundle(light["2"], name="tracker", version="2", params=after)
+    assert device.sync()["action"] == "installed" and device.status()["root_version"] == 2
+
+    with pytest.raises(SigningKeyError, match="needs 2 of its root keys"):  # one root key cannot rotate alone
+        Repository(after.model_copy(update={"root_keys": (str(new["r1"]),)})).rotate(Signers.from_params(after))
+
+    # The revoked (stolen) key signs a release 3: refused by the device that followed the rotation, and by a
+    # device that only ever trusted root 1 (it walks the chain of roots first).
+    forge(after, signer_for(params.signing_key, "stolen"), light["3"], version="3")
+    fresh = _agent(tmp_path, params, "fresh")
+    for agent in (device, fresh):
+        with pytest.raises(VerificationError, match="UnsignedMetadataError"):
+            agent.sync()
+    assert _current_version(device) == "2" and fresh.status()["root_version"] == 2 and not fresh.current.exists()
+
+    # A new root signed by one of the two root keys (written by hand) does not meet the threshold.
+    half = Repository(after)._root(3, Signers.from_params(after), [signer_for(new["r1"], "r")], 1)
+    half.sign(signer_for(new["r1"], "r"))
+    s3_client(params).put_object(Bucket=BUCKET, Key=metadata_key(params, "stable", "3.root.json"), Body=half.to_bytes())
+    with pytest.raises(VerificationError, match="root was signed by 1/2 keys"):
+        device.sync()
+    assert device.status()["root_version"] == 2 and _current_version(device) == "2"
+
+
+def test_corrupt_trusted_metadata_or_state_is_refused_never_reset(tmp_path, params, light):
+    publish_bundle(light["1"], name="tracker", version="1", params=params)
+    agent = _agent(tmp_path, params)
+    agent.sync()
+    publish_bundle(light["2"], name="tracker", version="2", params=params)
+    for name in ("timestamp.json", "root_history/1.root.json"):
+        path = agent.metadata_dir / name
+        good = path.read_bytes()
+        path.write_bytes(good[: len(good) // 2])
+        with pytest.raises(VerificationError, match=r"root.json|timestamp.json"):
+            agent.sync()
+        with pytest.raises(VerificationError, match="trusted metadata is corrupt.*never reset"):
+            agent.sync()
+        assert path.read_bytes() == good[: len(good) // 2] and _current_version(agent) == "1"
+        path.write_bytes(good)
+    state = agent.state_path.read_text()
+    agent.state_path.write_text(state[:40])
+    with pytest.raises(FleetError, match="state.json: corrupt or unreadable.*refusing to run"):
+        agent.sync()
+    assert agent.state_path.read_text() == state[:40] and "corrupt" in agent.status()["last_error"]
+    agent.state_path.write_text(state)
+    assert agent.sync()["action"] == "installed"
+
+
+def test_a_device_of_the_pre_tuf_agent_migrates_by_upgrading(tmp_path, params, light):
+    """A device installed by today's agent (state.json without TUF fields, no trusted metadata) keeps its
+    public key; the new agent accepts the channel's root 1 because that key signed it, and re-downloads nothing."""
+    publish_bundle(light["1"], name="tracker", version="1", params=params)
+    agent = _agent(tmp_path, params)
+    agent.sync()
+    state = json.loads(agent.state_path.read_text())
+    for key in ("manifest_sha256",):
+        state.pop(key)
+        for entry in state["versions"].values():
+            entry.pop(key, None)
+    agent.state_path.write_text(json.dumps(state))
+    (agent.current / "manifest.sig").write_text("b2xkIHNpZ25hdHVyZQ==\n")  # what the old agent left
+    import shutil
+
+    shutil.rmtree(tmp_path / "device" / "metadata")
+    client, calls = _counting_client(params)
+    upgraded = _agent(tmp_path, params, client=client)
+    assert upgraded.sync()["action"] == "up-to-date"
+    fetched = {key.rsplit("/", 1)[-1] for op, key, _ in calls if op == "GetObject" and "/tuf/" not in key}
+    assert fetched == {"manifest.json"} and upgraded.status()["root_version"] == 1
+    with pytest.raises(SigningKeyError, match="needs a trusted root"):
+        shutil.rmtree(tmp_path / "device" / "metadata")
+        EdgeAgent(tmp_path / "device", params.model_copy(update={"public_key": None}), load_check=False).sync()
+
+
+NAMESPACE_SCRIPT = r"""
+import json, os, subprocess, sys
+from pathlib import Path
+from motops.config import FleetParams
+from motops.fleet import EdgeAgent, publish_bundle
+
+args = json.loads(sys.argv[1])
+params = FleetParams(**args["params"])
+full, ro = Path(args["full"]), Path(args["ro"])
+for folder in (full, ro):  # a 4 MiB disk each, seen only by this process and its children
+    folder.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], check=True)
+    EdgeAgent(folder, params, load_check=False).sync()  # version 1 installed
+publish_bundle(args["v2"], name="tracker", version="2", params=params)
+
+def sync(folder):
+    proc = subprocess.run([sys.executable, "-m", "motops.fleet.cli", "edge", "sync", "-p", args["params_file"],
+                           "--install-dir", str(folder)], capture_output=True, text=True)
+    state = json.loads((folder / "state.json").read_text())
+    staged = sorted(str(p.relative_to(folder)) for p in (folder / "staging").rglob("*") if p.is_file())
+    return {"rc": proc.returncode, "stderr": proc.stderr, "last_error": state["last_error"], "staged": staged,
+            "current": os.readlink(folder / "current")}
+
+out = {}
+manifest = json.loads((Path(args["v2"]) / "manifest.json").read_text())
+declared = sum(e["size"] for e in manifest["files"].values()) + (Path(args["v2"]) / "manifest.json").stat().st_size
+st = os.statvfs(full)
+room = declared // st.f_frsize + 1  # passes the free-space check; the files' blocks and metadata do not fit
+(full / "filler").write_bytes(b"x" * ((st.f_bavail - room) * st.f_frsize))
+out["full"] = sync(full)
+(full / "filler").write_bytes(b"x" * ((st.f_bavail - room // 2) * st.f_frsize))  # half the room: refused first
+out["no_room"] = sync(full)
+subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+out["ro"] = sync(ro)
+print(json.dumps(out))
+"""
+
+
+def test_disk_full_and_read_only_folder_fail_in_one_line_with_current_intact(tmp_path, params, light):
+    import shutil
+
+    if shutil.which("unshare") is None or subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True
+    ).returncode:
+        pytest.skip("needs unshare with user and mount namespaces (a private tmpfs for a full disk)")
+    fleet = params.model_copy(update={"min_free_mb": 0.0})
+    publish_bundle(light["1"], name="tracker", version="1", params=fleet)
+    params_file = tmp_path / "edge.yaml"
+    params_file.write_text(yaml.safe_dump({"fleet": fleet.model_dump(exclude={"signing_key"})}))
+    args = {"params": fleet.model_dump(), "params_file": str(params_file), "v2": str(light["2"]),
+            "full": str(tmp_path / "full"), "ro": str(tmp_path / "ro")}
+    proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-c", NAMESPACE_SCRIPT,
+                           json.dumps(args)], capture_output=True, text=True, env={**os.environ, **FAKE_AWS},
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for case, expect in (("full", r"No space left on device \[ENOSPC\]"), ("no_room", "refused before writing"),
+                         ("ro", r"Read-only file system \[EROFS\]")):
+        result = out[case]
+        lines = result["stderr"].strip().splitlines()
+        assert result["rc"] == 1 and len(lines) == 1 and lines[0].startswith("error: "), (case, result)
+        assert re.search(expect, lines[0]), (case, lines[0])
+        assert result["current"] == os.path.join("versions", "1") and result["staged"] == [], (case, result)
+    assert re.search(r"No space left on device \[ENOSPC\]", out["full"]["last_error"])  # recorded once space freed
+    assert "refused before writing" in out["no_room"]["last_error"]
+    assert out["ro"]["last_error"] is None  # could not be written: the one printed line is the record

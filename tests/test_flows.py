@@ -66,9 +66,11 @@ def test_deployments_serve_retrain_on_the_cron_schedule_and_refuse_a_bad_one():
     from motops.orchestration import build_deployments
 
     deployments = {d.name: d for d in build_deployments(ROOT, cron="0 3 * * 1")}
-    assert set(deployments) == {"retrain", "promote", "publish", "pipeline"}
+    assert set(deployments) == {"retrain", "promote", "publish", "pipeline", "resign"}
     crons = [s.schedule.cron for s in deployments["retrain"].schedules]
     assert crons == ["0 3 * * 1"]
+    intervals = [s.schedule.interval.total_seconds() for s in deployments["resign"].schedules]
+    assert intervals == [3600.0]  # fleet.resign_interval_s: the TUF timestamp never expires on a healthy channel
     assert not deployments["promote"].schedules and deployments["publish"].parameters == {"repo_dir": str(ROOT)}
     prefect_yaml = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     assert {d["name"] for d in prefect_yaml["deployments"]} == set(deployments)

@@ -450,12 +450,14 @@ def schedule(
     params_file: ParamsOption = Path("params.yaml"),
     overrides: SetOption = None,
 ) -> None:
-    """Serve the retrain (cron), promote and publish deployments until stopped (Ctrl-C); runs show in the Prefect UI."""
+    """Serve the retrain (cron), resign (fleet timestamps, every fleet.resign_interval_s), promote and publish
+    deployments until stopped (Ctrl-C); runs show in the Prefect UI."""
     from motops.orchestration import serve_deployments
 
     try:
         params = params_from(params_file, overrides)
-        serve_deployments(repo.resolve(), cron=cron or params.orchestration.retrain_cron)
+        serve_deployments(repo.resolve(), cron=cron or params.orchestration.retrain_cron,
+                          resign_interval_s=params.fleet.resign_interval_s)
     except MotopsError as exc:
         raise fail(exc, 2) from None
 

@@ -479,8 +479,67 @@ class FleetParams(_Section):
     bucket: str = "motops-fleet"
     prefix: str = "engines"
     channel: str = "stable"
-    signing_key: str | None = Field(default=None, description="Ed25519 private key (PEM file) that signs releases.")
-    public_key: str | None = Field(default=None, description="Ed25519 public key (PEM file) the edge agent trusts.")
+    signing_key: str | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM file) of the TUF targets role: it signs releases. Publisher only.",
+    )
+    timestamp_key: str | None = Field(
+        default=None,
+        description="Online Ed25519 key (PEM) of the TUF snapshot and timestamp roles, used by publish and the "
+        "re-sign flow; None: the signing_key.",
+    )
+    root_keys: tuple[str, ...] = Field(
+        default=(),
+        description="Ed25519 private keys (PEM) of the TUF root role, kept offline; needed by `motops fleet init` "
+        "and `motops fleet rotate` only. Empty: the signing_key is the one root key.",
+    )
+    root_threshold: Annotated[int, Field(ge=1, le=16)] = Field(
+        default=1, description="Root keys that must sign a new root (a rotation); raising it guards against one "
+        "stolen root key, and every rotation then needs that many keys at hand."
+    )
+    public_key: str | None = Field(
+        default=None,
+        description="Device: Ed25519 public key (PEM) that signed root version 1; with no trusted_root it accepts "
+        "the channel's 1.root.json when that key signed it (how a device of the pre-TUF agent migrates).",
+    )
+    trusted_root: str | None = Field(
+        default=None,
+        description="Device: a root.json (TUF root metadata) to trust first; it wins over public_key. Later roots "
+        "are followed through the chain of signed roots, so a rotation needs no change here.",
+    )
+    timestamp_expiry_s: Annotated[float, Field(gt=0)] = Field(
+        default=21600.0,
+        description="Lifetime of the signed timestamp: a device refuses a channel whose timestamp is older (freeze "
+        "attack). Lowering it shortens how long a frozen mirror can go unnoticed; the re-sign flow must run "
+        "more often than this (resign_interval_s).",
+    )
+    snapshot_expiry_s: Annotated[float, Field(gt=0)] = Field(
+        default=7 * 86400.0, description="Lifetime of the signed snapshot (re-signed by the re-sign flow)."
+    )
+    targets_expiry_s: Annotated[float, Field(gt=0)] = Field(
+        default=90 * 86400.0, description="Lifetime of the signed targets (re-signed by the re-sign flow)."
+    )
+    root_expiry_s: Annotated[float, Field(gt=0)] = Field(
+        default=365 * 86400.0, description="Lifetime of a root; renew it with `motops fleet rotate` before then."
+    )
+    resign_interval_s: Annotated[float, Field(gt=0)] = Field(
+        default=3600.0,
+        description="How often the `resign` deployment re-signs the timestamp (and what is near expiry); keep it "
+        "well under timestamp_expiry_s so a few missed runs do not expire a healthy channel.",
+    )
+    sync_deadline_s: Annotated[float, Field(gt=0)] = Field(
+        default=1800.0,
+        description="Edge agent: a whole sync gives up after this many seconds (plus at most one read timeout) "
+        "and releases the lock; a slow or stalling server cannot hold a device.",
+    )
+    lock_timeout_s: Annotated[float, Field(ge=0)] = Field(
+        default=60.0, description="Edge agent: how long a sync waits for another sync of the same folder to end."
+    )
+    min_free_mb: Annotated[float, Field(ge=0)] = Field(
+        default=64.0,
+        description="Edge agent: free space to leave on the install folder's disk; a release whose declared sizes "
+        "do not fit is refused before a byte is written.",
+    )
     keep_versions: PositiveInt = 3
     poll_interval_s: Annotated[float, Field(gt=0)] = 300.0
     region: str = Field(default="us-east-1", description="S3 region (overridden by AWS_REGION when set).")

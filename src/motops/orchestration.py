@@ -1,8 +1,9 @@
 """Serving the Prefect deployments of ``flows/`` (``motops schedule``).
 
 The flows live in the project's ``flows/`` folder (``retrain``, ``promote``, ``publish``,
-``pipeline``); this loads them by entrypoint and serves them from this process: ``retrain``
-on the cron schedule, the others on demand (``prefect deployment run 'promote/promote'``).
+``pipeline``, ``resign``); this loads them by entrypoint and serves them from this process:
+``retrain`` on the cron schedule, ``resign`` (the fleet channels' TUF timestamp) every
+``fleet.resign_interval_s``, the others on demand (``prefect deployment run 'promote/promote'``).
 ``prefect.yaml`` declares the same deployments for a Prefect server with work pools
 (``prefect deploy --all``).
 """
@@ -13,17 +14,23 @@ from pathlib import Path
 
 from motops.errors import ConfigError
 
-#: Deployment name -> (entrypoint relative to the project, on the cron schedule?).
+#: Deployment name -> (entrypoint relative to the project, schedule: "cron", "interval" or None).
 DEPLOYMENTS = {
-    "retrain": ("flows/retrain.py:retrain", True),
-    "promote": ("flows/promote.py:promote", False),
-    "publish": ("flows/publish.py:publish", False),
-    "pipeline": ("flows/pipeline.py:pipeline", False),
+    "retrain": ("flows/retrain.py:retrain", "cron"),
+    "promote": ("flows/promote.py:promote", None),
+    "publish": ("flows/publish.py:publish", None),
+    "pipeline": ("flows/pipeline.py:pipeline", None),
+    "resign": ("flows/resign.py:resign", "interval"),
 }
 
 
-def build_deployments(repo: Path, *, cron: str) -> list:
+def build_deployments(repo: Path, *, cron: str, resign_interval_s: float = 3600.0) -> list:
     """The runner deployments of :data:`DEPLOYMENTS` for the project at ``repo``.
+
+    Args:
+        repo: The project folder.
+        cron: The retrain schedule (``orchestration.retrain_cron``).
+        resign_interval_s: Seconds between runs of ``resign`` (``fleet.resign_interval_s``).
 
     Raises:
         ConfigError: A flow file is missing or the cron expression is invalid.
@@ -45,7 +52,8 @@ def build_deployments(repo: Path, *, cron: str) -> list:
         deployments.append(
             flow.to_deployment(
                 name=name,
-                cron=cron if scheduled else None,
+                cron=cron if scheduled == "cron" else None,
+                interval=resign_interval_s if scheduled == "interval" else None,
                 parameters={"repo_dir": str(repo)},
                 tags=["motops"],
                 description=(flow.description or "").strip().splitlines()[0] if flow.description else None,
@@ -54,8 +62,8 @@ def build_deployments(repo: Path, *, cron: str) -> list:
     return deployments
 
 
-def serve_deployments(repo: Path, *, cron: str) -> None:  # pragma: no cover - blocks until interrupted
+def serve_deployments(repo: Path, *, cron: str, resign_interval_s: float = 3600.0) -> None:  # pragma: no cover
     """Serve the deployments until interrupted."""
     from prefect import serve
 
-    serve(*build_deployments(repo, cron=cron))
+    serve(*build_deployments(repo, cron=cron, resign_interval_s=resign_interval_s))

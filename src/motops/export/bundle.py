@@ -28,7 +28,8 @@ Layout::
 
 :func:`manifest_digest` is the sha256 of the canonical JSON of the manifest (sorted keys, no
 whitespace, UTF-8; a top-level ``signature`` key is left out) -- what the fleet signs. Files
-ending in ``.sig`` are the only unlisted files a bundle may hold (detached signatures).
+ending in ``.sig`` are the only unlisted files a bundle may hold (detached signatures): plain
+files (not links) of at most :data:`SIG_MAX_BYTES` bytes.
 
 Which model :func:`load_bundle` runs:
 
@@ -80,6 +81,8 @@ FORMAT: Final = "motops-engine-bundle"
 SCHEMA_VERSION: Final = 1
 MANIFEST_FILE: Final = "manifest.json"
 TRACKER_FILE: Final = "tracker.yaml"
+#: Largest detached signature (``*.sig``) a bundle may hold: an Ed25519 or RSA-4096 signature in base64 fits.
+SIG_MAX_BYTES: Final = 4096
 PLANS_DIR: Final = "plans"
 #: Canonical file name of each ONNX role.
 ROLE_FILES: Final = {
@@ -596,7 +599,8 @@ def verify_bundle(path: str | Path) -> BundleReport:
     Checks, in order: ``manifest.json`` is JSON with every key of :data:`REQUIRED_KEYS`, this
     format and a known schema version; every ``files`` entry has a safe relative path, a role
     and a 64-hex ``sha256`` and integer ``size``; each file exists as a plain file with that
-    size and sha256; no other file is in the folder (detached ``*.sig`` signatures aside); a
+    size and sha256; no other file is in the folder (detached ``*.sig`` signatures aside: plain
+    files of at most :data:`SIG_MAX_BYTES`, never links); a
     ``detector`` is listed; ``tracker.yaml`` is listed, parses and holds valid settings;
     ``backends`` entries are well formed.
 
@@ -688,7 +692,13 @@ def verify_bundle(path: str | Path) -> BundleReport:
         rel = file.relative_to(root).as_posix()
         if file.is_dir() and not file.is_symlink():
             continue
-        if rel == MANIFEST_FILE or rel in files or file.suffix == ".sig":
+        if rel == MANIFEST_FILE or rel in files:
+            continue
+        if file.suffix == ".sig":
+            if file.is_symlink() or not file.is_file():
+                bad(rel, "detached signature is a link or not a plain file; expected a small regular file")
+            elif file.stat().st_size > SIG_MAX_BYTES:
+                bad(rel, f"detached signature is {file.stat().st_size} bytes; expected at most {SIG_MAX_BYTES}")
             continue
         kind = "model file" if file.suffix.lower() in (*PLAN_SUFFIXES, ".onnx", ".data", ".pt", ".ts") else "file"
         bad(rel, f"unlisted {kind}: not in the manifest, so it may have been added or altered after export")

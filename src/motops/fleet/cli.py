@@ -1,4 +1,4 @@
-"""``motops publish`` and ``motops edge sync|status|rollback|run|keygen``.
+"""``motops publish``, ``motops fleet init|rotate|resign|show`` and ``motops edge sync|status|rollback|run|keygen``.
 
 Mounted on the main ``motops`` app by :func:`register`; also runnable alone as
 ``python -m motops.fleet.cli`` (what the tests and a minimal edge image use).
@@ -28,9 +28,15 @@ InstallDirOption = Annotated[
     Path | None, typer.Option("--install-dir", help="Agent folder (default: fleet.install_dir or MOTOPS_EDGE_DIR).")
 ]
 PublicKeyOption = Annotated[
-    Path | None, typer.Option("--public-key", help="Trusted Ed25519 public key PEM (default: fleet.public_key).")
+    Path | None,
+    typer.Option("--public-key", help="Ed25519 public key PEM that signed root v1 (default: fleet.public_key)."),
 ]
+ChannelOption = Annotated[str | None, typer.Option(help="The channel (default: fleet.channel).")]
 
+fleet_app = typer.Typer(
+    help="The channels' TUF repositories in the fleet bucket: create, rotate or revoke keys, re-sign the timestamp.",
+    no_args_is_help=True,
+)
 edge_app = typer.Typer(
     help="The edge agent: follow a channel, verify and install engines atomically, roll back.",
     no_args_is_help=True,
@@ -63,9 +69,10 @@ def publish(
     version: Annotated[
         str | None, typer.Option(help="Release version (default: the manifest's model_version).")
     ] = None,
-    channel: Annotated[str | None, typer.Option(help="Channel to point at it (default: fleet.channel).")] = None,
+    channel: Annotated[str | None, typer.Option(help="Channel to publish on (default: fleet.channel).")] = None,
     signing_key: Annotated[
-        Path | None, typer.Option(help="Ed25519 private key PEM (default: fleet.signing_key or MOTOPS_SIGNING_KEY).")
+        Path | None,
+        typer.Option(help="TUF targets key, Ed25519 PEM (default: fleet.signing_key or MOTOPS_SIGNING_KEY)."),
     ] = None,
     allow_older: Annotated[
         bool, typer.Option("--allow-older", help="Point the channel at an older version (fleet-wide rollback).")
@@ -76,7 +83,7 @@ def publish(
     params_file: ParamsOption = Path("params.yaml"),
     overrides: SetOption = None,
 ) -> None:
-    """Upload an engine bundle to the fleet bucket, sign it, then move the channel pointer (last)."""
+    """Upload an engine bundle to the fleet bucket, then sign it into the channel's TUF metadata (timestamp last)."""
     from motops.fleet.publish import publish_bundle, publish_model
 
     try:
@@ -106,6 +113,91 @@ def publish(
     except MotopsError as exc:
         raise fail(exc, _exit_code(exc)) from None
     _echo_json(result)
+
+
+def _repository(params_file: Path, overrides: list[str] | None, channel: str | None) -> Any:
+    from motops.fleet.repository import Repository
+
+    return Repository(params_from(params_file, overrides).fleet, channel)
+
+
+@fleet_app.command("init")
+def fleet_init(
+    channel: ChannelOption = None,
+    params_file: ParamsOption = Path("params.yaml"),
+    overrides: SetOption = None,
+) -> None:
+    """Create root version 1 of a channel from fleet.root_keys (or the signing key), root_threshold, signing and
+    timestamp keys. Prints the root's key ids; give devices its file as fleet.trusted_root."""
+    try:
+        _echo_json(_repository(params_file, overrides, channel).init())
+    except MotopsError as exc:
+        raise fail(exc, _exit_code(exc)) from None
+
+
+@fleet_app.command("rotate")
+def fleet_rotate(
+    new_root_key: Annotated[
+        list[Path] | None,
+        typer.Option("--new-root-key", help="A root key of the new root (repeat); default: the same."),
+    ] = None,
+    new_signing_key: Annotated[Path | None, typer.Option(help="The new targets key (default: the same).")] = None,
+    new_timestamp_key: Annotated[
+        Path | None, typer.Option(help="The new snapshot/timestamp key (default: the same).")
+    ] = None,
+    threshold: Annotated[
+        int | None, typer.Option(help="Root threshold of the new root (default: fleet.root_threshold).")
+    ] = None,
+    channel: ChannelOption = None,
+    params_file: ParamsOption = Path("params.yaml"),
+    overrides: SetOption = None,
+) -> None:
+    """Write root N+1 with new keys, signed by the current root keys (fleet.root_keys) and the new ones; a key left
+    out is revoked. Then re-signs targets, snapshot and timestamp. Devices follow without being touched."""
+    from motops.fleet.repository import Signers, signer_for
+
+    try:
+        params = params_from(params_file, overrides).fleet
+        current = Signers.from_params(params, need_root=True, need_targets=True)
+        new = Signers(
+            root=[signer_for(p, "--new-root-key") for p in new_root_key] if new_root_key else current.root,
+            targets=signer_for(new_signing_key, "--new-signing-key") if new_signing_key else current.targets,
+            online=signer_for(new_timestamp_key, "--new-timestamp-key") if new_timestamp_key else current.online,
+        )
+        _echo_json(_repository(params_file, overrides, channel).rotate(new, threshold=threshold, current=current))
+    except MotopsError as exc:
+        raise fail(exc, _exit_code(exc)) from None
+
+
+@fleet_app.command("resign")
+def fleet_resign(
+    channel: ChannelOption = None,
+    params_file: ParamsOption = Path("params.yaml"),
+    overrides: SetOption = None,
+) -> None:
+    """Re-sign the channel's timestamp (and snapshot/targets near expiry); what the `resign` deployment runs."""
+    try:
+        _echo_json(_repository(params_file, overrides, channel).resign())
+    except MotopsError as exc:
+        raise fail(exc, _exit_code(exc)) from None
+
+
+@fleet_app.command("show")
+def fleet_show(
+    channel: ChannelOption = None,
+    params_file: ParamsOption = Path("params.yaml"),
+    overrides: SetOption = None,
+) -> None:
+    """Print the channel's release, metadata versions and timestamp expiry."""
+    from motops.fleet.repository import versions
+
+    try:
+        state = _repository(params_file, overrides, channel).load()
+        _echo_json({**versions(state), "release": state.release(),
+                    "root_keys": state.root.signed.roles["root"].keyids,
+                    "root_threshold": state.root.signed.roles["root"].threshold})
+    except MotopsError as exc:
+        raise fail(exc, _exit_code(exc)) from None
 
 
 def _agent(install_dir: Path | None, public_key: Path | None, params_file: Path, overrides: list[str] | None) -> Any:
@@ -141,7 +233,8 @@ def edge_status(
     params_file: ParamsOption = Path("params.yaml"),
     overrides: SetOption = None,
 ) -> None:
-    """Print the installed version, the channel version at the last check, last check and last error as JSON."""
+    """Print the installed and channel versions, the trusted root version, the timestamp's age and expiry, and
+    the last error as JSON."""
     try:
         _echo_json(_agent(install_dir, public_key, params_file, overrides).status())
     except MotopsError as exc:
@@ -176,11 +269,13 @@ def edge_run(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         agent = _agent(install_dir, public_key, params_file, overrides)
-        if agent.public_key is None:
+        trusted = agent.params.trusted_root or (agent.metadata_dir / "root.json").exists()
+        if agent.public_key is None and not trusted:
             from motops.fleet.signing import SigningKeyError
 
             raise SigningKeyError(
-                "edge run: no trusted public key (set fleet.public_key, MOTOPS_PUBLIC_KEY or --public-key)"
+                "edge run: no trusted root (set fleet.trusted_root / MOTOPS_TRUSTED_ROOT, or fleet.public_key / "
+                "MOTOPS_PUBLIC_KEY / --public-key: the key that signed the channel's root version 1)"
             )
     except MotopsError as exc:
         raise fail(exc, _exit_code(exc)) from None
@@ -205,7 +300,8 @@ def edge_keygen(
     ),
     force: Annotated[bool, typer.Option("--force", help="Replace existing key files.")] = False,
 ) -> None:
-    """Create an Ed25519 signing key pair: the private key signs releases, devices trust the public one."""
+    """Create an Ed25519 key pair (PEM): for any TUF role (root, targets, timestamp); devices may get the public
+    key of the first root key as fleet.public_key."""
     from motops.fleet.signing import generate_keypair, public_key_fingerprint
 
     try:
@@ -216,8 +312,9 @@ def edge_keygen(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``publish`` and the ``edge`` group to the main ``motops`` app."""
+    """Add ``publish`` and the ``fleet`` and ``edge`` groups to the main ``motops`` app."""
     app.command("publish")(publish)
+    app.add_typer(fleet_app, name="fleet")
     app.add_typer(edge_app, name="edge")
 
 

@@ -1,14 +1,16 @@
-"""Publish an engine bundle to the fleet bucket: files, then the signed manifest, then -- last -- the channel pointer.
+"""Publish an engine bundle to the fleet bucket: the files, then the channel's signed TUF metadata (timestamp last).
 
-The order is what makes a publish safe to interrupt: devices only ever follow the channel
-pointer, and the pointer is written after everything it points to is in the bucket and
+The order is what makes a publish safe to interrupt: devices only follow the channel's
+``timestamp.json``, and it is written after everything it leads to is in the bucket and
 checked. A crash (of this process, the network or the endpoint) at any step leaves the
-previous pointer in force; running the same publish again skips every file already in the
+previous release in force; running the same publish again skips every file already in the
 bucket with the same sha256 (kept in the object's metadata) and finishes the rest.
 
 Integrity on the way up: each request carries an ``x-amz-checksum-sha256`` (``ChecksumAlgorithm
 SHA256``; per part for multipart uploads), which S3 checks on receipt; after an upload the
-object's size and recorded sha256 are read back before the file counts as done.
+object's size and recorded sha256 are read back before the file counts as done. What devices
+trust is the TUF metadata (:mod:`motops.fleet.repository`): length and sha256 of every file,
+signed with the targets key, bound to the channel, the release name and version.
 """
 
 from __future__ import annotations
@@ -25,20 +27,16 @@ from typing import Any
 from motops.config import FleetParams, Params
 from motops.errors import ConfigError
 from motops.export.bundle import MANIFEST_FILE, manifest_digest, verify_bundle
-from motops.fleet.signing import PrivateKeyLike, encode_signature, load_private_key, sign_release
+from motops.fleet.signing import PrivateKeyLike
 from motops.fleet.store import (
-    POINTER_FORMAT,
-    POINTER_SCHEMA,
     SHA256_METADATA,
-    SIGNATURE_FILE,
     FleetError,
     StaleVersionError,
     check_segment,
     compare_versions,
     describe_s3_error,
     is_missing,
-    parse_pointer,
-    pointer_key,
+    object_key,
     release_key,
     s3_client,
     with_env_overrides,
@@ -48,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 _MIB = 1 << 20
 #: ``on_progress(event, name)``: ``event`` is ``uploaded`` or ``skipped``; ``name`` a bundle file,
-#: ``manifest.json``, ``manifest.sig`` or ``pointer``.
+#: ``manifest.json`` or ``metadata`` (the channel's signed TUF metadata, written last).
 ProgressCallback = Callable[[str, str], None]
 
 
@@ -64,86 +62,86 @@ def publish_bundle(
     client: Any = None,
     on_progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
-    """Upload a verified bundle as release ``name``/``version`` and point the channel at it.
+    """Upload a verified bundle as release ``name``/``version`` and sign it into the channel's TUF metadata.
 
     Args:
-        bundle_dir: The engine bundle folder; verified first (sizes, sha256, nothing extra), so
-            a damaged bundle touches nothing in the bucket.
+        bundle_dir: The engine bundle folder; verified first (sizes, sha256, nothing extra, no
+            linked or oversized ``*.sig``), so a damaged bundle touches nothing in the bucket.
         name: Release name, usually the registered model name (one key segment).
         version: Release version (one key segment); ``None``: the manifest's ``model_version``.
             Integers or dotted integers let devices order releases.
         params: The ``fleet`` params; set environment variables override them
             (:data:`motops.fleet.store.ENV_OVERRIDES`).
-        signing_key: Ed25519 private key (object, PEM file or PEM text); ``None``:
-            ``fleet.signing_key`` / ``MOTOPS_SIGNING_KEY``.
-        channel: Channel to point at the release; ``None``: ``fleet.channel``.
-        allow_older: Point the channel at a version older than the one it points at now (a
-            deliberate fleet-wide rollback). Devices still refuse it unless told to roll back.
+        signing_key: The targets key (Ed25519 private key: object, PEM file or PEM text);
+            ``None``: ``fleet.signing_key`` / ``MOTOPS_SIGNING_KEY``.
+        channel: The channel to publish on; ``None``: ``fleet.channel``. A channel with no
+            repository yet gets root version 1 (:meth:`~motops.fleet.repository.Repository.init`).
+        allow_older: Publish a version older than the channel's (a deliberate fleet-wide
+            rollback). Devices still refuse it unless told to roll back.
         client: A boto3 S3 client to use (default: one made from ``params``).
         on_progress: Called after each object is uploaded or skipped (see :data:`ProgressCallback`).
 
     Returns:
-        ``{"name", "version", "channel", "manifest_digest", "signature", "published_at",
-        "pointer_key", "release_prefix", "previous", "uploaded", "skipped"}``: ``previous`` is the
-        version the channel pointed at before (or ``None``); ``uploaded``/``skipped`` list the
-        bundle files (and ``manifest.json``/``manifest.sig``) this run sent or found already there.
+        ``{"name", "version", "channel", "manifest_digest", "published_at", "release_prefix",
+        "previous", "uploaded", "skipped", "root_version", "targets_version", "snapshot_version",
+        "timestamp_version", "timestamp_expires", "created_root"}``.
 
     Raises:
         BundleError: The bundle is not intact (nothing was uploaded).
-        SigningKeyError: No signing key, or it cannot be loaded.
-        StaleVersionError: The channel points at a newer (or not comparable) version and
-            ``allow_older`` is false.
+        SigningKeyError: No signing key, it cannot be loaded, or the channel's root does not name it.
+        StaleVersionError: The channel's release is newer (or not comparable) and ``allow_older`` is false.
         FleetError: A bad name or version, the release already exists with another manifest, or
-            an S3 request failed (the message names the object; the pointer was not moved).
+            an S3 request failed (the message names the object; the channel was not changed).
     """
+    from motops.fleet.repository import Repository, Signers, release_targets
+
     params = with_env_overrides(params)
+    if signing_key is not None:
+        params = params.model_copy(update={"signing_key": signing_key})
     name = check_segment(name, "release name")
-    if name == "channels":
-        raise FleetError("release name 'channels': reserved for the channel pointers; choose another name")
+    if name == "tuf":
+        raise FleetError("release name 'tuf': reserved for the channels' metadata; choose another name")
     root = Path(bundle_dir)
     report = verify_bundle(root).raise_if_bad()
     manifest = report.manifest
     version = check_segment(str(manifest["model_version"]) if version is None else version, "release version")
     channel = check_segment(channel or params.channel, "channel")
-    if signing_key is None:
-        signing_key = params.signing_key
-    if signing_key is None:
-        from motops.fleet.signing import SigningKeyError
-
-        raise SigningKeyError("no signing key: set fleet.signing_key or MOTOPS_SIGNING_KEY (a PEM file)")
-    key = load_private_key(signing_key)
-    digest = manifest_digest(manifest)
-    signature = encode_signature(sign_release(key, digest, name=name, version=version))
     client = client if client is not None else s3_client(params)
+    repo = Repository(params, channel, client=client)
+    digest = manifest_digest(manifest)
     progress = on_progress or (lambda event, item: None)
-    ptr_key = pointer_key(params, channel)
     uploaded: list[str] = []
     skipped: list[str] = []
+    where = f"s3://{params.bucket}/{repo.key('')}"
 
     def step(what: str, key_: str, call: Callable[[], Any]) -> Any:
         try:
             return call()
         except FleetError:
             raise
-        except Exception as exc:  # botocore/boto3 errors: name the object, say the pointer did not move
+        except Exception as exc:  # botocore/boto3 errors: name the object, say the channel did not move
             if not _is_aws_error(exc):
                 raise
             raise FleetError(
                 f"publishing {name} {version}: {what} failed: {describe_s3_error(exc, params, key_)}. "
-                f"The channel pointer {ptr_key} was not changed; run the publish again to finish it "
+                f"The channel metadata {where} was not changed; run the publish again to finish it "
                 "(files already uploaded are skipped)."
             ) from exc
 
-    current = step("reading the channel pointer", ptr_key, lambda: _get_json(client, params.bucket, ptr_key))
+    created_root = not step("reading the channel root", repo.key("1.root.json"), repo.exists)
+    signers = Signers.from_params(params, need_root=created_root, need_targets=True)
+    if created_root:
+        repo.init(signers)
+    state = repo.load()
+    current = state.release()
     previous = None
     if current is not None:
-        pointer = parse_pointer(current, f"s3://{params.bucket}/{ptr_key}")
-        previous = pointer["version"]
+        previous = current["version"]
         order = compare_versions(version, previous)
         if (order is None or order < 0) and not allow_older:
             why = "older than" if order is not None else "not comparable with"
             raise StaleVersionError(
-                f"channel {channel!r} points at {pointer['name']} {previous}; {version} is {why} it. "
+                f"channel {channel!r} points at {current['name']} {previous}; {version} is {why} it. "
                 "Publish a newer version, or pass allow_older (--allow-older) for a deliberate rollback"
             )
 
@@ -185,37 +183,26 @@ def publish_bundle(
         uploaded.append(rel)
         progress("uploaded", rel)
 
-    for rel, data, content_type in (
-        (MANIFEST_FILE, (root / MANIFEST_FILE).read_bytes(), "application/json"),
-        (SIGNATURE_FILE, (signature + "\n").encode(), "text/plain"),
-    ):
-        key_ = release_key(params, name, version, rel)
-        entry = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-        if step(f"checking {rel}", key_, lambda k=key_, e=entry: _has_object(client, params.bucket, k, e, True)):
-            skipped.append(rel)
-            progress("skipped", rel)
-            continue
-        step(
-            f"uploading {rel}", key_, lambda k=key_, d=data, c=content_type: _put_bytes(client, params.bucket, k, d, c)
-        )
-        uploaded.append(rel)
-        progress("uploaded", rel)
+    manifest_bytes = (root / MANIFEST_FILE).read_bytes()
+    entry = {"sha256": hashlib.sha256(manifest_bytes).hexdigest(), "size": len(manifest_bytes)}
+    if step("checking manifest.json", manifest_key,
+            lambda: _has_object(client, params.bucket, manifest_key, entry, True)):
+        skipped.append(MANIFEST_FILE)
+        progress("skipped", MANIFEST_FILE)
+    else:
+        step("uploading manifest.json", manifest_key,
+             lambda: put_bytes(client, params.bucket, manifest_key, manifest_bytes, "application/json"))
+        uploaded.append(MANIFEST_FILE)
+        progress("uploaded", MANIFEST_FILE)
 
+    prefix = object_key(params)
+    targets = release_targets(
+        files, manifest=manifest_bytes, name=name, version=version, channel=channel,
+        path_of=lambda rel: release_key(params, name, version, rel).removeprefix(f"{prefix}/" if prefix else ""),
+    )
+    signed = repo.write_release(targets, state, signers)
+    progress("uploaded", "metadata")
     published_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    pointer = {
-        "format": POINTER_FORMAT,
-        "schema_version": POINTER_SCHEMA,
-        "channel": channel,
-        "name": name,
-        "version": version,
-        "manifest_digest": digest,
-        "signature": signature,
-        "published_at": published_at,
-    }
-    body = json.dumps(pointer, indent=2).encode() + b"\n"
-    step("writing the channel pointer", ptr_key, lambda: _put_bytes(client, params.bucket, ptr_key, body,
-                                                                      "application/json", cache_control="no-cache"))
-    progress("uploaded", "pointer")
     logger.info("published %s %s to s3://%s/%s (channel %s, was %s)", name, version, params.bucket,
                 release_key(params, name, version), channel, previous)
     return {
@@ -223,33 +210,14 @@ def publish_bundle(
         "version": version,
         "channel": channel,
         "manifest_digest": digest,
-        "signature": signature,
         "published_at": published_at,
-        "pointer_key": ptr_key,
         "release_prefix": release_key(params, name, version),
         "previous": previous,
         "uploaded": uploaded,
         "skipped": skipped,
+        "created_root": created_root,
+        **signed,
     }
-
-
-def read_pointer(params: FleetParams, *, channel: str | None = None, client: Any = None) -> dict[str, Any] | None:
-    """The channel pointer as published (not verified), or ``None`` when the channel has none.
-
-    Raises:
-        VerificationError: The object is not a well-formed pointer.
-        FleetError: The request failed.
-    """
-    params = with_env_overrides(params)
-    client = client if client is not None else s3_client(params)
-    key = pointer_key(params, channel)
-    try:
-        raw = _get_json(client, params.bucket, key)
-    except Exception as exc:
-        if not _is_aws_error(exc):
-            raise
-        raise FleetError(f"reading the channel pointer: {describe_s3_error(exc, params, key)}") from exc
-    return None if raw is None else parse_pointer(raw, f"s3://{params.bucket}/{key}")
 
 
 # --------------------------------------------------------------------------- S3 steps
@@ -340,7 +308,7 @@ def _upload_file(client: Any, bucket: str, key: str, path: Path, entry: dict[str
     )
 
 
-def _put_bytes(
+def put_bytes(
     client: Any, bucket: str, key: str, data: bytes, content_type: str, cache_control: str | None = None
 ) -> None:
     sha = hashlib.sha256(data)

@@ -1,40 +1,22 @@
-"""Ed25519 keys and release signatures.
-
-What is signed is the *release*, not only the bytes of a manifest: the message is
-
-    b"motops-release-v1\\n" + canonical JSON {"manifest_digest", "name", "version"}
-
-where ``manifest_digest`` is :func:`motops.export.bundle.manifest_digest` (sha256 of the
-manifest's canonical JSON, so it covers every file's sha256 and size). Binding the name and
-the version means a replayed old pointer cannot claim a newer version number: its signature
-only verifies with the version it was published under.
+"""Ed25519 key files: what every TUF role key of the fleet is (see :mod:`motops.fleet.repository`).
 
 Keys are PEM files: the private key PKCS#8 (unencrypted, mode 0600; keep it in a secret
-store), the public key SubjectPublicKeyInfo (shipped to every device). Where a path is
-expected, PEM text itself (starting with ``-----BEGIN``) is accepted too, which suits keys
-passed in environment variables from a secret.
+store), the public key SubjectPublicKeyInfo. Where a path is expected, PEM text itself
+(starting with ``-----BEGIN``) is accepted too, which suits keys passed in environment
+variables from a secret. The public key of the first root key is also what a device
+configured before TUF (``fleet.public_key``) checks the channel's ``1.root.json`` against.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from motops.errors import MotopsError
-from motops.export.bundle import manifest_digest
 from motops.fsutil import atomic_write
-
-MESSAGE_PREFIX: Final = b"motops-release-v1\n"
-SIGNATURE_SIZE: Final = 64
 
 PrivateKeyLike = Ed25519PrivateKey | str | Path
 PublicKeyLike = Ed25519PublicKey | str | Path
@@ -42,10 +24,6 @@ PublicKeyLike = Ed25519PublicKey | str | Path
 
 class SigningKeyError(MotopsError):
     """A key file is missing, unreadable, not PEM, or not an Ed25519 key of the expected kind."""
-
-
-class SignatureError(MotopsError):
-    """A signature is malformed or does not verify with the trusted public key."""
 
 
 def generate_keypair(
@@ -140,87 +118,6 @@ def load_public_key(source: PublicKeyLike) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise SigningKeyError(f"{where}: a {type(key).__name__.lstrip('_')}; expected an Ed25519 public key")
     return key
-
-
-def release_message(digest: str, *, name: str, version: str) -> bytes:
-    """The bytes a release signature signs (see the module docstring)."""
-    body = {"manifest_digest": digest, "name": name, "version": version}
-    return MESSAGE_PREFIX + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _digest_of(manifest: Mapping[str, Any] | str | Path) -> str:
-    if isinstance(manifest, str) and len(manifest) == 64 and all(c in "0123456789abcdef" for c in manifest):
-        return manifest  # already a digest
-    return manifest_digest(manifest)
-
-
-def sign_release(
-    private_key: PrivateKeyLike, manifest: Mapping[str, Any] | str | Path, *, name: str, version: str
-) -> bytes:
-    """Sign a release.
-
-    Args:
-        private_key: The Ed25519 private key (object, PEM file or PEM text).
-        manifest: The manifest mapping, a ``manifest.json`` file, a bundle folder, or its
-            :func:`~motops.export.bundle.manifest_digest`.
-        name: The release name (the registered model name).
-        version: The release version.
-
-    Returns:
-        The 64-byte Ed25519 signature.
-    """
-    return load_private_key(private_key).sign(release_message(_digest_of(manifest), name=name, version=version))
-
-
-def verify_release(
-    public_key: PublicKeyLike,
-    signature: bytes | str,
-    manifest: Mapping[str, Any] | str | Path,
-    *,
-    name: str,
-    version: str,
-) -> None:
-    """Check a release signature; return quietly when it verifies.
-
-    Args:
-        public_key: The trusted Ed25519 public key (object, PEM file or PEM text).
-        signature: The raw 64 bytes, or their base64 text (as in a pointer or ``manifest.sig``).
-        manifest: As for :func:`sign_release`.
-        name, version: The release the signature must have been made for.
-
-    Raises:
-        SignatureError: Malformed, or made by another key or for another manifest, name or version.
-        SigningKeyError: The public key cannot be loaded.
-    """
-    key = load_public_key(public_key)
-    raw = decode_signature(signature) if isinstance(signature, str) else bytes(signature)
-    if len(raw) != SIGNATURE_SIZE:
-        raise SignatureError(f"signature is {len(raw)} bytes; expected {SIGNATURE_SIZE} (Ed25519)")
-    digest = _digest_of(manifest)
-    try:
-        key.verify(raw, release_message(digest, name=name, version=version))
-    except InvalidSignature:
-        raise SignatureError(
-            f"signature of release {name} {version} (manifest {digest[:12]}…) does not verify with the trusted "
-            "public key: signed by another key, or the manifest, name or version was altered"
-        ) from None
-
-
-def encode_signature(signature: bytes) -> str:
-    """Base64 text of a signature (what pointers and ``manifest.sig`` hold)."""
-    return base64.b64encode(signature).decode("ascii")
-
-
-def decode_signature(text: str | bytes) -> bytes:
-    """The raw bytes of a base64 signature.
-
-    Raises:
-        SignatureError: Not base64.
-    """
-    try:
-        return base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise SignatureError(f"signature {str(text)[:20]!r}…: not base64") from None
 
 
 def public_key_fingerprint(public_key: PublicKeyLike) -> str:

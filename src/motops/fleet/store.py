@@ -1,24 +1,16 @@
-"""What the publisher and the edge agent share: the bucket layout, the S3 client, the channel pointer.
+"""What the publisher and the edge agent share: the bucket layout, the S3 client, errors, version order.
 
-Bucket layout (``PREFIX`` is ``fleet.prefix``)::
+Bucket layout (``PREFIX`` is ``fleet.prefix``; see :mod:`motops.fleet.repository` for the metadata)::
 
     PREFIX/NAME/VERSION/<bundle file>      every file the manifest lists (sha256 in the object metadata)
     PREFIX/NAME/VERSION/manifest.json      the bundle's manifest, byte for byte
-    PREFIX/NAME/VERSION/manifest.sig       base64 Ed25519 signature of the release (see motops.fleet.signing)
-    PREFIX/channels/CHANNEL.json           the channel pointer, written last
-
-The pointer (:data:`POINTER_FORMAT`)::
-
-    {"format": "motops-channel-pointer", "schema_version": 1, "channel": "stable",
-     "name": "motops-tracker", "version": "7", "manifest_digest": "<hex sha256>",
-     "signature": "<base64>", "published_at": "2026-01-31T12:00:00Z"}
+    PREFIX/tuf/CHANNEL/...                 the channel's TUF metadata (root chain, targets, snapshot, timestamp)
 
 Nothing here opens a client or reads the environment at import time.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
@@ -28,10 +20,10 @@ from typing import Any, Final
 from motops.config import FleetParams
 from motops.errors import MotopsError
 
-POINTER_FORMAT: Final = "motops-channel-pointer"
-POINTER_SCHEMA: Final = 1
-POINTER_KEYS: Final = ("name", "version", "manifest_digest", "signature", "published_at")
-SIGNATURE_FILE: Final = "manifest.sig"
+#: Key in every signed metadata part naming the channel it was signed for.
+CHANNEL_FIELD: Final = "x-motops-channel"
+#: Key in signed timestamp/snapshot/targets: when it was signed (UTC ISO-8601), for ``edge status``'s age.
+ISSUED_FIELD: Final = "x-motops-issued"
 SHA256_METADATA: Final = "sha256"
 #: Environment variable -> FleetParams field; a set, non-empty variable wins over params.yaml.
 ENV_OVERRIDES: Final = {
@@ -40,7 +32,9 @@ ENV_OVERRIDES: Final = {
     "MOTOPS_FLEET_PREFIX": "prefix",
     "MOTOPS_FLEET_CHANNEL": "channel",
     "MOTOPS_SIGNING_KEY": "signing_key",
+    "MOTOPS_TIMESTAMP_KEY": "timestamp_key",
     "MOTOPS_PUBLIC_KEY": "public_key",
+    "MOTOPS_TRUSTED_ROOT": "trusted_root",
     "MOTOPS_EDGE_DIR": "install_dir",
 }
 _SESSIONS: dict[tuple[str | None, ...], Any] = {}
@@ -54,7 +48,6 @@ _CREDENTIAL_ENV: Final = (
     "AWS_SHARED_CREDENTIALS_FILE",
 )
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
-_DIGEST = re.compile(r"[0-9a-f]{64}")
 _NUMERIC = re.compile(r"\d+(?:\.\d+)*")
 
 
@@ -63,7 +56,7 @@ class FleetError(MotopsError):
 
 
 class VerificationError(FleetError):
-    """A downloaded release failed its checks (signature, digest, size or sha256); nothing was switched.
+    """A release or its metadata failed a check (signature, expiry, channel, size, sha256); nothing was switched.
 
     Attributes:
         version: The version that was refused.
@@ -123,9 +116,9 @@ def release_key(params: FleetParams, name: str, version: str, filename: str = ""
     return object_key(params, name, version, filename) if filename else object_key(params, name, version) + "/"
 
 
-def pointer_key(params: FleetParams, channel: str | None = None) -> str:
-    """Key of the channel pointer, ``PREFIX/channels/CHANNEL.json``."""
-    return object_key(params, "channels", f"{check_segment(channel or params.channel, 'channel')}.json")
+def metadata_key(params: FleetParams, channel: str, filename: str = "") -> str:
+    """Key of ``PREFIX/tuf/CHANNEL/filename`` (the channel's TUF repository; its prefix when ``filename`` is empty)."""
+    return object_key(params, "tuf", check_segment(channel, "channel"), filename) + ("" if filename else "/")
 
 
 def s3_client(params: FleetParams) -> Any:
@@ -184,34 +177,6 @@ def describe_s3_error(exc: BaseException, params: FleetParams, key: str) -> str:
         error = response.get("Error", {})
         return f"{where}: {error.get('Code', '?')}: {error.get('Message', exc)}"
     return f"{where}: {type(exc).__name__}: {exc}"
-
-
-def parse_pointer(raw: bytes | str, where: str) -> dict[str, Any]:
-    """Check a channel pointer's JSON and return it.
-
-    Raises:
-        VerificationError: Not JSON, not a pointer, a missing key, an unsafe name or version,
-            or a digest that is not 64 hex digits.
-    """
-    try:
-        pointer = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise VerificationError(f"{where}: not a JSON channel pointer ({exc})") from None
-    if not isinstance(pointer, dict) or pointer.get("format", POINTER_FORMAT) != POINTER_FORMAT:
-        raise VerificationError(f"{where}: expected a JSON object with format {POINTER_FORMAT!r}")
-    missing = [k for k in POINTER_KEYS if not isinstance(pointer.get(k), str) or not pointer.get(k)]
-    if missing:
-        raise VerificationError(
-            f"{where}: missing or non-string key(s) {missing}; expected all of {list(POINTER_KEYS)}"
-        )
-    try:
-        check_segment(pointer["name"], "name")
-        check_segment(pointer["version"], "version")
-    except FleetError as exc:
-        raise VerificationError(f"{where}: {exc}") from None
-    if not _DIGEST.fullmatch(pointer["manifest_digest"]):
-        raise VerificationError(f"{where}: manifest_digest {pointer['manifest_digest']!r}; expected 64 hex digits")
-    return pointer
 
 
 def compare_versions(a: str, b: str) -> int | None:
