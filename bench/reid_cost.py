@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                 if "reid_ms" in reps[0]:
                     row["reid_ms"] = statistics.median(r["reid_ms"] for r in reps)
                     row["detect_ms"] = statistics.median(r["detect_ms"] for r in reps)
-                row.update(_score(seq, reps[-1]["tracks"]))
+                if name != "motops appearance, old net":  # untrained: its tracks say nothing, only its time counts
+                    row.update(_score(seq, reps[-1]["tracks"]))
                 rows.append(row)
             by = {r["name"]: r for r in rows if r["people"] == people}
             for r in by.values():
@@ -177,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         reid_ms = f"{r['reid_ms']:8.1f}" if "reid_ms" in r else f"{'-':>8s}"
         share = f"{100 * r['reid_share']:5.1f}%" if "reid_share" in r else f"{'-':>6s}"
-        print(f"{r['people']:6d} {r['name']:28s} {r['fps']:6.1f} {r['frame_ms']:9.1f} {reid_ms} {share} "
-              f"{r['idf1']:6.3f} {r['hota']:6.3f} {r['idsw']:5d}")
+        scores = (f"{r['idf1']:6.3f} {r['hota']:6.3f} {r['idsw']:5d}" if "idf1" in r
+                  else f"{'-':>6s} {'-':>6s} {'-':>5s}  (untrained: timing only)")
+        print(f"{r['people']:6d} {r['name']:28s} {r['fps']:6.1f} {r['frame_ms']:9.1f} {reid_ms} {share} {scores}")
     ratios: dict[str, float] = {}
     for people in args.people:
         by = {r["name"]: r for r in rows if r["people"] == people}
