@@ -289,9 +289,9 @@ def test_botsort_appearance_keeps_ids_where_motion_alone_swaps_them(impl, embed)
     assert np.array_equal(calls[0], truths[0])  # both start a track: both embedded
     if embed == "all":
         assert len(calls) == len(frames) and np.array_equal(calls[-1], truths[-1])
-    else:  # only while the two boxes are close enough for appearance to decide (frames 8-12), in one call each
-        assert 1 < len(calls) <= 6 and tracker.reid_calls == len(calls)
-        assert tracker.reid_boxes == sum(len(c) for c in calls) <= 12
+    else:  # every frame while the two boxes are close enough for appearance to decide, else every other one
+        assert tracker.reid_calls == len(calls) < len(frames)
+        assert tracker.reid_boxes == sum(len(c) for c in calls) < 0.75 * 2 * len(frames)
 
     # with_reid=False or no frame: the callable is never called (motion only).
     calls.clear()
@@ -302,28 +302,31 @@ def test_botsort_appearance_keeps_ids_where_motion_alone_swaps_them(impl, embed)
 
 def test_needed_embeds_only_boxes_whose_match_appearance_could_change():
     """Two far-apart movers (one reported at a low score) and a pair that meets: who is embedded when."""
+    from motops.tracking.bytetrack import FEATURE_REFRESH_FRAMES
+
+    assert FEATURE_REFRESH_FRAMES == 2  # the pattern below: alone, a track is re-embedded every other frame
     calls = []
     tracker = make_tracker("botsort", reid=_colour_reid(calls), gmc_method="none", embed="needed")
     frame = np.full((200, 640, 3), 90, np.uint8)
+    embedded = []  # per frame, which objects' boxes went to the ReID
     for t in range(12):
-        far = [[20 + 2 * t, 20, 60 + 2 * t, 100], [560, 100 - t, 600, 180 - t]]
-        pair = [[200 + 6 * t, 60, 240 + 6 * t, 140], [330 - 6 * t, 60, 370 - 6 * t, 140]]
-        dets = _dets(np.array(far + pair))
+        boxes = np.array([[20 + 2 * t, 20, 60 + 2 * t, 100], [560, 100 - t, 600, 180 - t],
+                          [200 + 6 * t, 60, 240 + 6 * t, 140], [330 - 6 * t, 60, 370 - 6 * t, 140]], float)  # fmt: skip
+        dets = _dets(boxes)
         if t >= 3:
             dets[1, 4] = 0.2  # low score from frame 3 on: continued by the IoU-only second stage
+        before = len(calls)
         tracks = tracker.update(dets, frame)
         assert sorted(tracks[:, 4]) == [1, 2, 3, 4]
-        if t == 0:  # four new tracks: all embedded, in one call
-            assert len(calls) == 1 and len(calls[0]) == 4
-        elif t < 6:  # everyone is alone: matched by IoU whatever the embeddings, nobody embedded
-            assert len(calls) == 1, t
-    # from frame 7 on the pair is close (IoU with the other's track >= proximity_thresh): only the pair is
-    # embedded, one call per frame; the far movers never again (the low-score one never at all)
-    assert len(calls) > 1 and tracker.reid_calls == len(calls)
-    for boxes in calls[1:]:
-        assert len(boxes) == 2 and set(boxes[:, 0].tolist()) <= {200 + 6 * t for t in range(12)} | {
-            330 - 6 * t for t in range(12)
-        }
+        assert len(calls) - before <= 1  # one batched call per frame at most
+        got = calls[-1] if len(calls) > before else np.zeros((0, 4))
+        embedded.append({k for k in range(4) if any(np.allclose(box, boxes[k]) for box in got)})
+    assert embedded[0] == {0, 1, 2, 3}  # four new tracks
+    assert all(1 not in embedded[t] for t in range(3, 12))  # a low-score box never
+    assert [0 in e for e in embedded] == [t % 2 == 0 for t in range(12)]  # alone: every other frame (EMA refresh)
+    assert [bool({2, 3} & e) for e in embedded[:6]] == [t % 2 == 0 for t in range(6)]
+    assert all({2, 3} <= embedded[t] for t in range(8, 12))  # close enough for appearance to decide: every frame
+    assert tracker.reid_boxes == sum(len(e) for e in embedded) < 0.75 * 4 * 12
 
 
 def test_ours_gives_the_tracks_of_the_ultralytics_peer():

@@ -57,6 +57,12 @@ UNCONFIRMED_THRESH: Final = 0.7  # a one-frame-old track is confirmed by a box w
 DUPLICATE_IOU: Final = 0.85  # a tracked and a lost track overlapping more are one object
 EMA_ALPHA: Final = 0.9  # weight of a track's past appearance in its smoothed embedding
 
+# embed "needed": a track matched by IoU alone still gets a new embedding when its last one is
+# this many frames old, so its smoothed embedding (EMA) follows the object at half rate at least.
+# Synthetic val (5 fps, appearance on): IDF1 0.651 at 2 frames (7.7 crops per frame), 0.630 at
+# 3, 0.631 at 5, 0.628 never; 0.648 embedding all 17.4 boxes.
+FEATURE_REFRESH_FRAMES: Final = 2
+
 _TRACKED, _LOST = 0, 1
 
 
@@ -64,7 +70,7 @@ class _Track:
     """One track's state; the tracker keeps lists of these and batches their Kalman steps."""
 
     __slots__ = ("mean", "cov", "state", "confirmed", "track_id", "score", "cls", "det_index", "frame_id",
-                 "start_frame", "feat")  # fmt: skip
+                 "start_frame", "feat", "feat_frame")  # fmt: skip
 
     def __init__(self, mean: np.ndarray, cov: np.ndarray, det: np.ndarray, det_index: int, frame_id: int) -> None:
         self.mean, self.cov = mean, cov
@@ -75,11 +81,13 @@ class _Track:
         self.det_index = det_index
         self.frame_id = self.start_frame = frame_id
         self.feat: np.ndarray | None = None  # smoothed, L2-normalized embedding (BoT-SORT)
+        self.feat_frame = 0  # the frame that last updated it
 
-    def embed(self, feat: np.ndarray | None) -> None:
+    def embed(self, feat: np.ndarray | None, frame_id: int) -> None:
         """Blend a detection's embedding into the smoothed one (EMA, ``EMA_ALPHA``); ``None``: keep it."""
         if feat is None:
             return
+        self.feat_frame = frame_id
         if self.feat is None:
             self.feat = feat.copy()
         else:
@@ -301,7 +309,7 @@ class ByteTracker:
             t.mean, t.cov = m, c
             t.state, t.confirmed, t.frame_id = _TRACKED, True, fid
             t.score, t.cls, t.det_index = float(dets[d, CONF]), float(dets[d, CLS]), d
-            t.embed(feats.get(d))
+            t.embed(feats.get(d), fid)
 
     def _start(
         self, rows: list[int], dets: np.ndarray, boxes: np.ndarray, feats: dict[int, np.ndarray], fid: int
@@ -313,7 +321,7 @@ class ByteTracker:
         for d, m, c in zip(rows, means, covs, strict=True):
             track = _Track(m, c, dets[d], d, fid)
             track.track_id = next(self._ids)
-            track.embed(feats.get(d))
+            track.embed(feats.get(d), fid)
             tracks.append(track)
         return tracks
 
@@ -370,8 +378,9 @@ class ByteTracker:
 
         * a detection linked to exactly one track, which is linked to no other detection, and
           whose IoU cost is below the threshold is matched to that track whatever the
-          embeddings: it is not embedded (the track keeps its smoothed embedding, which this
-          IoU-certain match says is still that object's);
+          embeddings: it is not embedded, unless the track's embedding was last updated
+          :data:`FEATURE_REFRESH_FRAMES` or more frames ago (so the EMA keeps following the
+          object's look; refreshing less often lost 2 IDF1 points on the 5-fps synthetic val);
         * a detection linked to nothing is matched to nothing; it starts a track if its score
           reaches ``new_track_thresh`` and is embedded then (the new track's first appearance),
           and is dropped otherwise, unembedded;
@@ -399,6 +408,8 @@ class ByteTracker:
             & (track_links[partner] == 1)
             & (cost[partner, cols] < thresh[partner])
         )
+        age = self._frame_id - np.array([t.feat_frame for t in tracks])
+        certain &= age[partner] < FEATURE_REFRESH_FRAMES
         unlinked = det_links == 0
         return ~certain & (~unlinked | (conf[high] >= p.new_track_thresh))
 
