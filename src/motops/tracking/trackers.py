@@ -241,20 +241,9 @@ class UltralyticsTracker:
         self._frame_index = 0
 
     def update(self, dets: np.ndarray, frame: np.ndarray | None = None, warp: np.ndarray | None = None) -> np.ndarray:
-        """Associate one frame's detections with the tracks.
+        """Associate one frame's detections with the tracks (Ultralytics' tracker does the work).
 
-        Args:
-            dets: ``(N, 6)`` ``[x1, y1, x2, y2, conf, cls]`` in pixels (see :mod:`motops.tracking.types`).
-            frame: The BGR image ``(H, W, 3)`` uint8 the detections come from, or ``None`` for
-                motion-only tracking (then neither camera-motion compensation nor appearance).
-            warp: BoT-SORT only: this frame's ``(2, 3)`` camera-motion warp, computed ahead by
-                :meth:`motion_estimator` over exactly the frames given to this tracker (then
-                give it on every update; the tracker's own GMC does not see the frames).
-                ``None``: the tracker measures it itself.
-
-        Returns:
-            ``(M, 8)`` float32 ``[x1, y1, x2, y2, track_id, conf, cls, det_index]`` for the
-            confirmed tracks updated on this frame; ``det_index`` is the row of ``dets``.
+        Arguments, result and errors as :meth:`motops.tracking.bytetrack.ByteTracker.update`.
         """
         dets = as_detections(dets, name=f"{self.name} input detections, frame {self._frame_index}")
         self._frame_index += 1
