@@ -7,11 +7,14 @@ synthetic sequences (5-30 fps, static/panning/jittering cameras, crowds), with d
 simulated the same way. Every tracker sees the very same detections.
 
 Ours: ``make_tracker`` with the ``track:`` settings of ``params.yaml`` (ByteTrack, and
-BoT-SORT without appearance). Peers: Ultralytics' BYTETracker, BOTSORT (no ReID, no
-camera-motion compensation) and OCSORT, each with its own shipped YAML defaults.
+BoT-SORT without appearance), in both implementations: ``motops`` (numpy/OpenCV, what the
+runtime runs) and ``ultralytics`` (the wrapper around Ultralytics' trackers it replaced).
+Peers: Ultralytics' BYTETracker, BOTSORT (no ReID, no camera-motion compensation) and
+OCSORT, each with its own shipped YAML defaults.
 
-Prints a table (IDF1, HOTA, MOTA, IDSW, ms per frame), the ratios of our best to the best
-peer and to BYTETracker's time, and writes JSON.
+Prints the CPU, a table (IDF1, HOTA, MOTA, IDSW, ms per frame), the MOT17-09 scores with the
+seeds pooled (one TrackEval run over the seeds as sequences), the ratios of our best to the
+best peer and to BYTETracker's time, and writes JSON.
 
 Usage:
     python bench/tracker_realmotion.py --seeds 0 1 2 --out bench/results/tracker_realmotion.json
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from real_footage import cpu_info  # bench/ is on sys.path when this script runs
 
 from motops.config import load_params
 from motops.data.mot import SeqInfo, read_mot_sequence, read_seqinfo
@@ -106,15 +110,22 @@ def main() -> None:
 
     track = load_params(ROOT / "params.yaml").track
     ours_params = {k: getattr(track, k) for k in TRACKER_PARAM_NAMES}
+    motion = {**ours_params, "with_reid": False}
     contenders = {
         "ours bytetrack": lambda fps: (make_tracker("bytetrack", frame_rate=fps, **ours_params), False),
-        "ours botsort (motion)": lambda fps: (make_tracker("botsort", frame_rate=fps, **{**ours_params,
-                                                           "with_reid": False}), False),
+        "ours botsort (motion)": lambda fps: (make_tracker("botsort", frame_rate=fps, **motion), False),
+        "ours-ultralytics bytetrack": lambda fps: (make_tracker("bytetrack", frame_rate=fps, impl="ultralytics",
+                                                                **ours_params), False),
+        "ours-ultralytics botsort (motion)": lambda fps: (make_tracker("botsort", frame_rate=fps, impl="ultralytics",
+                                                                       **motion), False),
         "ultralytics BYTETracker": lambda fps: (_peer("bytetrack", fps), True),
         "ultralytics BOTSORT (no ReID/GMC)": lambda fps: (_peer("botsort", fps), True),
         "ultralytics OCSORT": lambda fps: (_peer("ocsort", fps), True),
     }
-    results = []
+    cpu = cpu_info()
+    print(f"CPU: {cpu['model']}, {cpu['cores']} cores; "
+          f"{' '.join(k for k, v in cpu['flags'].items() if v and k in ('avx2', 'avx512_vnni', 'amx_int8'))}")
+    results, pooled_tables = [], {}
     for name, gt, infos, dets in _datasets(args.seeds, args.synth_frames):
         for contender, build in contenders.items():
             tables, per_frame = {}, []
@@ -122,6 +133,9 @@ def main() -> None:
                 tracker, peer = build(float(info.fps))
                 tables[seq], ms = _run(tracker, dets[seq], info.length, peer)
                 per_frame.append(ms)
+            if name.startswith("MOT17-09"):
+                pooled_tables.setdefault(contender, {})[name] = (gt["MOT17-09"], tables["MOT17-09"],
+                                                                 infos["MOT17-09"], float(np.mean(per_frame)))
             m = score(gt, tables, infos).combined
             results.append({"dataset": name, "tracker": contender, "idf1": m.idf1, "hota": m.hota, "mota": m.mota,
                             "idsw": m.idsw, "ms_per_frame": 1000 * float(np.mean(per_frame))})
@@ -130,7 +144,7 @@ def main() -> None:
 
     table = pl.DataFrame(results)
     mean = table.group_by("tracker", maintain_order=True).agg(pl.col("idf1", "hota", "mota", "ms_per_frame").mean())
-    ours = mean.filter(pl.col("tracker").str.starts_with("ours")).sort("idf1", descending=True).row(0, named=True)
+    ours = mean.filter(pl.col("tracker").str.starts_with("ours ")).sort("idf1", descending=True).row(0, named=True)
     peers = mean.filter(~pl.col("tracker").str.starts_with("ours")).sort("idf1", descending=True)
     best_peer = peers.row(0, named=True)
     byte_ms = mean.filter(pl.col("tracker") == "ultralytics BYTETracker")["ms_per_frame"][0]
@@ -146,8 +160,20 @@ def main() -> None:
     print(f"\nour best ({ours['tracker']}) / best peer ({best_peer['tracker']}): IDF1 x{summary['idf1_ratio']:.3f}, "
           f"HOTA x{summary['hota_ratio']:.3f}; time per frame x{summary['time_ratio_vs_bytetracker']:.2f} "
           "of Ultralytics' BYTETracker")
+    pooled = {}
+    for contender, runs in pooled_tables.items():
+        m = score({k: v[0] for k, v in runs.items()}, {k: v[1] for k, v in runs.items()},
+                  {k: v[2] for k, v in runs.items()}).combined
+        pooled[contender] = {"idf1": m.idf1, "hota": m.hota, "mota": m.mota, "idsw": m.idsw,
+                             "ms_per_frame": 1000 * float(np.mean([v[3] for v in runs.values()]))}
+    if pooled:
+        print(f"\nMOT17-09, seeds {' '.join(map(str, args.seeds))} pooled:")
+        for contender, m in pooled.items():
+            print(f"  {contender:34s} IDF1 {100 * m['idf1']:.2f} HOTA {100 * m['hota']:.2f} MOTA {100 * m['mota']:.2f} "
+                  f"IDSW {m['idsw']:4d} {m['ms_per_frame']:.3f} ms/frame")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"runs": results, "summary": summary}, indent=2) + "\n")
+    args.out.write_text(json.dumps({"cpu": cpu, "runs": results, "mot17_09_pooled": pooled, "summary": summary},
+                                   indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -146,7 +146,9 @@ def test_engine_imgsz_equal_to_the_bundles_is_accepted(kit: dict[str, Path], tmp
 def test_detector_with_reid_option_computes_embeddings(kit: dict[str, Path], tmp_path: Path) -> None:
     """The issue's case: --reid without -S track.with_reid=true used to compute no embedding at all."""
     out = tmp_path / "run"
-    result = _track(kit, out, "--detector", str(kit["det"]), "--reid", str(kit["reid"]))
+    # embed all: on this clip the tiny test detector's boxes need no embedding under the default embed (needed:
+    # reid_calls 0), while with all every kept box is embedded, which is what this test is about.
+    result = _track(kit, out, "--detector", str(kit["det"]), "--reid", str(kit["reid"]), "-S", "track.embed=all")
     assert result.exit_code == 0, result.output
     summary = _summary(out)
     assert summary["appearance"] is True and summary["reid_calls"] > 0

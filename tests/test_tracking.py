@@ -1,9 +1,15 @@
 """Unit and behaviour tests of the tracking runtime: types, matching, trackers, frame skipping.
 
 All scenes are synthetic and tiny (a few hundred pixels, tens of frames), CPU only, seeded.
+Tracker behaviours are checked for both implementations of :func:`make_tracker`: ours
+(``impl="motops"``, the runtime's) and the Ultralytics-backed peer (``impl="ultralytics"``).
 """
 
 from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
 
 import cv2
 import numpy as np
@@ -21,6 +27,7 @@ from motops.tracking import (
 )
 
 TRACKERS = ("bytetrack", "botsort")
+IMPLS = ("motops", "ultralytics")
 
 
 def _texture(h: int, w: int, seed: int) -> np.ndarray:
@@ -139,59 +146,64 @@ def _two_movers(n: int = 30) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("name", TRACKERS)
 @pytest.mark.parametrize("with_frame", [False, True], ids=["motion-only", "with-frame"])
-def test_constant_speed_objects_keep_their_ids(name, with_frame):
+@pytest.mark.parametrize("impl", IMPLS)
+def test_constant_speed_objects_keep_their_ids(name, with_frame, impl):
     truths = _two_movers(30)
     frames = None
     if with_frame:  # textured background so BoT-SORT's default sparseOptFlow GMC runs on real features
         bg, patches = _texture(200, 340, 1), [_texture(80, 40, 2), _texture(80, 40, 3)]
         frames = [_render(bg, truth, patches) for truth in truths]
-    ids = _run(make_tracker(name), truths, frames)
+    ids = _run(make_tracker(name, impl=impl), truths, frames)
     assert all(frame_ids == [1, 2] for frame_ids in ids), ids
 
 
 @pytest.mark.parametrize("name", TRACKERS)
-def test_crossing_objects_at_different_speeds_keep_their_ids(name):
+@pytest.mark.parametrize("impl", IMPLS)
+def test_crossing_objects_at_different_speeds_keep_their_ids(name, impl):
     # A runs right at 6 px/frame, B left at 3 px/frame, 10 px lower; they overlap around frame 17.
     truths = [
         np.array([[10 + 6 * t, 50, 40 + 6 * t, 110], [160 - 3 * t, 60, 190 - 3 * t, 120]], float) for t in range(30)
     ]
     first_overlap = next(t for t, b in enumerate(truths) if iou_matrix(b[:1], b[1:])[0, 0] > 0.3)
     assert 5 < first_overlap < 25  # the objects really cross inside the clip
-    ids = _run(make_tracker(name, gmc_method="none"), truths)
+    ids = _run(make_tracker(name, impl=impl, gmc_method="none"), truths)
     assert all(frame_ids == [1, 2] for frame_ids in ids), ids
 
 
 @pytest.mark.parametrize("name", TRACKERS)
-def test_short_occlusion_keeps_the_id_within_track_buffer(name):
+@pytest.mark.parametrize("impl", IMPLS)
+def test_short_occlusion_keeps_the_id_within_track_buffer(name, impl):
     truths = _two_movers(30)
     gap = {(t, 0) for t in range(10, 15)}  # object 0 missed for 5 frames
-    ids = _run(make_tracker(name), truths, drop=gap)
+    ids = _run(make_tracker(name, impl=impl), truths, drop=gap)
     assert [ids[t][0] for t in range(10, 15)] == [None] * 5  # lost tracks are not reported
     assert all(ids[t] == [1, 2] for t in [*range(10), *range(15, 30)]), ids
     # The buffer is what bridges it: at 10 fps a 12-frame buffer (stated at 30 fps) keeps a lost track for
     # 12 * 10 / 30 = 4 missed frames. Missed for 4 frames: same id; for 5: the object comes back as a new track.
     short_gap = {(t, 0) for t in range(10, 14)}
-    ids = _run(make_tracker(name, frame_rate=10, track_buffer=12), truths, drop=short_gap)
+    ids = _run(make_tracker(name, impl=impl, frame_rate=10, track_buffer=12), truths, drop=short_gap)
     assert ids[14] == [1, 2] and ids[29] == [1, 2]
-    ids = _run(make_tracker(name, frame_rate=10, track_buffer=12), truths, drop=gap)
+    ids = _run(make_tracker(name, impl=impl, frame_rate=10, track_buffer=12), truths, drop=gap)
     assert ids[15][0] is None and ids[16][0] == 3 and ids[29] == [3, 2]
 
 
-def test_two_trackers_in_one_process_own_their_ids():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_two_trackers_in_one_process_own_their_ids(impl):
     truths = _two_movers(5)
-    a, b = make_tracker("bytetrack"), make_tracker("botsort")
+    a, b = make_tracker("bytetrack", impl=impl), make_tracker("botsort", impl=impl)
     for truth in truths:  # interleaved, as two video streams in one process would be
         ta, tb = a.update(_dets(truth), None), b.update(_dets(truth[:1]), None)
     assert sorted(ta[:, 4]) == [1, 2] and tb[:, 4].tolist() == [1]
-    c = make_tracker("bytetrack")
+    c = make_tracker("bytetrack", impl=impl)
     assert sorted(c.update(_dets(truths[0]), None)[:, 4]) == [1, 2]
     a.reset()
     a.update(_dets(truths[0][1:]), None)
     assert a.update(_dets(truths[1][1:]), None)[:, 4].tolist() == [1]
 
 
-def test_tracker_output_layout_maps_back_to_detections():
-    tracker = make_tracker("bytetrack")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_tracker_output_layout_maps_back_to_detections(impl):
+    tracker = make_tracker("bytetrack", impl=impl)
     for t in range(3):
         dets = np.array([[300 - 3 * t, 60, 340 - 3 * t, 140, 0.7, 5], [20 + 4 * t, 40, 60 + 4 * t, 120, 0.95, 2]])
         dets = np.vstack([[0, 0, 5, 5, 0.05, 0], dets])  # a box below track_low_thresh shifts the row numbers
@@ -215,6 +227,13 @@ def test_unknown_parameter_and_name_are_refused_with_a_suggestion():
         make_tracker("botsort", gmc_method="sift")
     with pytest.raises(ValueError, match="bytetrack uses no appearance"):
         make_tracker("bytetrack", reid=lambda frame, boxes: np.zeros((len(boxes), 2)))
+    with pytest.raises(ValueError, match=r"embed='some': expected one of \['all', 'needed'\]"):
+        make_tracker("botsort", embed="some")
+    with pytest.raises(ValueError, match=r"unknown impl 'ultralitics' \(did you mean 'ultralytics'\?\)"):
+        make_tracker("botsort", impl="ultralitics")
+    bad_reid = make_tracker("botsort", reid=lambda frame, boxes: np.zeros((len(boxes) + 1, 4)), embed="all")
+    with pytest.raises(ValueError, match=r"reid callable returned shape \(2, 4\) for 1 boxes"):
+        bad_reid.update(_dets([[10, 10, 30, 60]]), np.zeros((100, 100, 3), np.uint8))
 
 
 COLOURS = ((0, 0, 255), (0, 255, 0))  # BGR red, green
@@ -241,19 +260,25 @@ def _bounce_scene(n: int = 21, turn: int = 10):
     return frames, truths
 
 
-def test_botsort_appearance_keeps_ids_where_motion_alone_swaps_them():
-    frames, truths = _bounce_scene()
-    calls = []
-
+def _colour_reid(calls: list):
     def colour_reid(frame, boxes):
         """Embedding = the L2-normalised mean colour of a 3x3 patch at the box's top-left corner."""
         calls.append(boxes.copy())
         patches = [frame[y1 + 1 : y1 + 4, x1 + 1 : x1 + 4].reshape(-1, 3).mean(0) for x1, y1, *_ in boxes.astype(int)]
-        emb = np.asarray(patches, dtype=np.float32)
+        emb = np.asarray(patches, dtype=np.float32) + 1.0  # + 1: no zero (= "no appearance") embedding
         return emb / np.linalg.norm(emb, axis=1, keepdims=True)
 
+    return colour_reid
+
+
+@pytest.mark.parametrize(("impl", "embed"), [("ultralytics", "all"), ("motops", "all"), ("motops", "needed")])
+def test_botsort_appearance_keeps_ids_where_motion_alone_swaps_them(impl, embed):
+    frames, truths = _bounce_scene()
+    calls = []
+    colour_reid = _colour_reid(calls)
+
     # proximity_thresh 0.3: appearance may decide for pairs overlapping by IoU >= 0.3 (the true pairs have 0.33).
-    settings = {"gmc_method": "none", "proximity_thresh": 0.3}
+    settings = {"gmc_method": "none", "proximity_thresh": 0.3, "impl": impl, "embed": embed}
     motion = _run(make_tracker("botsort", **settings), truths, frames)
     assert motion[9] == [1, 2] and motion[12] == [2, 1]  # the scene does fool motion alone
 
@@ -261,14 +286,95 @@ def test_botsort_appearance_keeps_ids_where_motion_alone_swaps_them():
     assert tracker.uses_appearance
     appearance = _run(tracker, truths, frames)
     assert all(frame_ids == [1, 2] for frame_ids in appearance), appearance
-    assert len(calls) == len(frames)
-    assert np.array_equal(calls[0], truths[0]) and np.array_equal(calls[-1], truths[-1])
+    assert np.array_equal(calls[0], truths[0])  # both start a track: both embedded
+    if embed == "all":
+        assert len(calls) == len(frames) and np.array_equal(calls[-1], truths[-1])
+    else:  # every frame while the two boxes are close enough for appearance to decide, else every other one
+        assert tracker.reid_calls == len(calls) < len(frames)
+        assert tracker.reid_boxes == sum(len(c) for c in calls) < 0.75 * 2 * len(frames)
 
     # with_reid=False or no frame: the callable is never called (motion only).
     calls.clear()
     assert _run(make_tracker("botsort", reid=colour_reid, with_reid=False, **settings), truths, frames) == motion
     assert _run(make_tracker("botsort", reid=colour_reid, **settings), truths) == motion
     assert calls == []
+
+
+def test_needed_embeds_only_boxes_whose_match_appearance_could_change():
+    """Two far-apart movers (one reported at a low score) and a pair that meets: who is embedded when."""
+    from motops.tracking.bytetrack import FEATURE_REFRESH_FRAMES
+
+    assert FEATURE_REFRESH_FRAMES == 2  # the pattern below: alone, a track is re-embedded every other frame
+    calls = []
+    tracker = make_tracker("botsort", reid=_colour_reid(calls), gmc_method="none", embed="needed")
+    frame = np.full((200, 640, 3), 90, np.uint8)
+    embedded = []  # per frame, which objects' boxes went to the ReID
+    for t in range(12):
+        boxes = np.array([[20 + 2 * t, 20, 60 + 2 * t, 100], [560, 100 - t, 600, 180 - t],
+                          [200 + 6 * t, 60, 240 + 6 * t, 140], [330 - 6 * t, 60, 370 - 6 * t, 140]], float)  # fmt: skip
+        dets = _dets(boxes)
+        if t >= 3:
+            dets[1, 4] = 0.2  # low score from frame 3 on: continued by the IoU-only second stage
+        before = len(calls)
+        tracks = tracker.update(dets, frame)
+        assert sorted(tracks[:, 4]) == [1, 2, 3, 4]
+        assert len(calls) - before <= 1  # one batched call per frame at most
+        got = calls[-1] if len(calls) > before else np.zeros((0, 4))
+        embedded.append({k for k in range(4) if any(np.allclose(box, boxes[k]) for box in got)})
+    assert embedded[0] == {0, 1, 2, 3}  # four new tracks
+    assert all(1 not in embedded[t] for t in range(3, 12))  # a low-score box never
+    assert [0 in e for e in embedded] == [t % 2 == 0 for t in range(12)]  # alone: every other frame (EMA refresh)
+    assert [bool({2, 3} & e) for e in embedded[:6]] == [t % 2 == 0 for t in range(6)]
+    assert all({2, 3} <= embedded[t] for t in range(8, 12))  # close enough for appearance to decide: every frame
+    assert tracker.reid_boxes == sum(len(e) for e in embedded) < 0.75 * 4 * 12
+
+
+def test_ours_gives_the_tracks_of_the_ultralytics_peer():
+    """Our numpy tracker reproduces Ultralytics' ByteTrack and BoT-SORT (GMC, appearance for all) track by track."""
+    rng = np.random.default_rng(0)
+    world = _texture(320, 560, 5)
+    start, vel = rng.uniform([20, 20], [380, 150], (6, 2)), rng.uniform(-4, 4, (6, 2))
+    colours = rng.integers(0, 256, (6, 3))
+    frames, dets = [], []
+    for t in range(40):
+        img = world[t // 2 : t // 2 + 240, 2 * t : 2 * t + 420].copy()  # panning camera
+        boxes = []
+        for k in range(6):
+            x, y = np.clip(start[k] + vel[k] * t, 0, [380, 160])
+            img[int(y) : int(y) + 80, int(x) : int(x) + 40] = colours[k]
+            if rng.random() > 0.1:  # misses, jitter and scores across both stages
+                j = rng.normal(0, 1.5, 4)
+                boxes.append([x + j[0], y + j[1], x + 40 + j[2], y + 80 + j[3], rng.uniform(0.15, 1.0), 0])
+        frames.append(img)
+        dets.append(np.array(boxes).reshape(-1, 6))
+    cases = [("bytetrack", {}, False), ("botsort", {"with_reid": False}, True), ("botsort", {"embed": "all"}, True)]
+    for name, settings, with_frame in cases:
+        reid = _colour_reid([]) if settings.get("with_reid", name == "botsort") else None
+        out = {}
+        for impl in IMPLS:
+            trk = make_tracker(name, impl=impl, reid=reid, frame_rate=15, **settings)
+            out[impl] = [trk.update(d, f if with_frame else None) for d, f in zip(dets, frames, strict=True)]
+        assert sum(len(o) for o in out["motops"]) > 150
+        for t, (a, b) in enumerate(zip(out["motops"], out["ultralytics"], strict=True)):
+            np.testing.assert_allclose(a, b, atol=1e-3, err_msg=f"{name} {settings} frame {t}")
+
+
+def test_runtime_tracker_imports_neither_torch_nor_ultralytics():
+    code = textwrap.dedent("""
+        import sys
+        import numpy as np
+        from motops.tracking import SkippingTracker, make_tracker
+
+        reid = lambda frame, boxes: np.ones((len(boxes), 8), np.float32)
+        frame = np.random.default_rng(0).integers(0, 255, (120, 200, 3)).astype(np.uint8)
+        for name, kw in (("bytetrack", {}), ("botsort", {"reid": reid}), ("botsort", {"gmc_method": "ecc"})):
+            trk = SkippingTracker(make_tracker(name, **kw), detect_every=2)
+            for t in range(4):
+                trk.step(frame, lambda f: np.array([[10 + t, 10, 50 + t, 90, 0.9, 0]]))
+        print(sorted(m for m in ("torch", "ultralytics", "torchvision") if m in sys.modules))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
 # --------------------------------------------------------------------------- frame skipping
@@ -357,7 +463,16 @@ def test_skipping_refuses_bad_arguments_and_resets():
     assert skipper.step(scene.frame(0), scene.detector(0))[:, 4].tolist() == [1]
 
 
-def test_botsort_camera_motion_compensation_is_sized_for_the_frame_and_still_measures_a_pan():
+def _gmc_setup(trk) -> tuple[int, int, object]:
+    """(downscale, corners, the GMC object) of either implementation."""
+    if hasattr(trk, "_impl"):  # the Ultralytics wrapper
+        gmc = trk._impl.gmc
+        return gmc.downscale, gmc.feature_params["maxCorners"], gmc
+    return trk.gmc.downscale, trk.gmc.max_corners, trk.gmc
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_botsort_camera_motion_compensation_is_sized_for_the_frame_and_still_measures_a_pan(impl):
     """The GMC runs on a ~160-px wide image; a known camera pan is still recovered to a pixel."""
     from motops.tracking.trackers import GMC_MAX_CORNERS, GMC_WIDTH
 
@@ -365,21 +480,35 @@ def test_botsort_camera_motion_compensation_is_sized_for_the_frame_and_still_mea
     world = cv2.GaussianBlur(rng.integers(0, 255, (420, 760), dtype=np.uint8), (5, 5), 0)
     world = cv2.cvtColor(world, cv2.COLOR_GRAY2BGR)
     frames = [np.ascontiguousarray(world[20 + 2 * k : 380 + 2 * k, 40 + 4 * k : 680 + 4 * k]) for k in range(3)]
-    trk = make_tracker("botsort", with_reid=False, gmc_method="sparseOptFlow")
+    trk = make_tracker("botsort", impl=impl, with_reid=False, gmc_method="sparseOptFlow")
     empty = np.zeros((0, 6), np.float32)
     trk.update(empty, frames[0])
-    gmc = trk._impl.gmc
-    assert gmc.downscale == 640 // GMC_WIDTH and gmc.feature_params["maxCorners"] == GMC_MAX_CORNERS
+    downscale, corners, gmc = _gmc_setup(trk)
+    assert downscale == 640 // GMC_WIDTH and corners == GMC_MAX_CORNERS
     warp = gmc.apply(frames[1])  # the camera moved right 4 px and down 2 px: the scene moves by (-4, -2)
     assert np.allclose(warp[:, :2], np.eye(2), atol=0.02)
     assert abs(warp[0, 2] + 4) < 1.0 and abs(warp[1, 2] + 2) < 1.0
     trk.reset()
     trk.update(empty, cv2.resize(frames[0], (1280, 720)))
-    assert gmc.downscale == 1280 // GMC_WIDTH  # re-sized for the new footage after a reset
+    assert _gmc_setup(trk)[0] == 1280 // GMC_WIDTH  # re-sized for the new footage after a reset
 
 
+@pytest.mark.parametrize("method", ["ecc", "orb"])
+def test_other_camera_motion_methods_measure_a_pan(method):
+    from motops.tracking.gmc import CameraMotion
+
+    noise = np.random.default_rng(7).integers(0, 256, (420, 760, 3)).astype(np.uint8)
+    world = cv2.normalize(cv2.GaussianBlur(noise, (0, 0), 5), None, 0, 255, cv2.NORM_MINMAX)  # ECC needs smooth
+    frames = [np.ascontiguousarray(world[20 + 2 * k : 380 + 2 * k, 40 + 4 * k : 680 + 4 * k]) for k in range(2)]
+    gmc = CameraMotion(method)
+    assert np.array_equal(gmc.apply(frames[0], np.zeros((0, 4))), np.eye(2, 3))  # first frame: no motion yet
+    warp = gmc.apply(frames[1], np.array([[100, 100, 140, 180]]))
+    assert abs(warp[0, 2] + 4) < 0.5 and abs(warp[1, 2] + 2) < 0.5, warp
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("detect_every", [1, 3])
-def test_skipping_with_flow_and_camera_motion_computed_ahead_equals_computed_inline(detect_every: int):
+def test_skipping_with_flow_and_camera_motion_computed_ahead_equals_computed_inline(detect_every: int, impl: str):
     """The runner computes flow and BoT-SORT's camera motion in its decoding thread; same tracks as inline."""
     scene = _Scene()
     world = _texture(240 + 20, 320 + 60, 3)  # the camera pans across it by (3, 1) px per frame
@@ -387,7 +516,7 @@ def test_skipping_with_flow_and_camera_motion_computed_ahead_equals_computed_inl
               for t in range(14)]  # fmt: skip
 
     def tracker() -> SkippingTracker:
-        return SkippingTracker(make_tracker("botsort", with_reid=False, gmc_method="sparseOptFlow"),
+        return SkippingTracker(make_tracker("botsort", impl=impl, with_reid=False, gmc_method="sparseOptFlow"),
                                detect_every=detect_every)  # fmt: skip
 
     inline, ahead = tracker(), tracker()
@@ -402,12 +531,13 @@ def test_skipping_with_flow_and_camera_motion_computed_ahead_equals_computed_inl
         np.testing.assert_array_equal(a, b)
 
 
-def test_camera_motion_warp_is_checked_and_only_botsort_takes_one():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_camera_motion_warp_is_checked_and_only_botsort_takes_one(impl):
     dets = np.array([[10, 10, 30, 60, 0.9, 0]], np.float32)
     frame = np.zeros((120, 160, 3), np.uint8)
-    assert make_tracker("bytetrack").motion_estimator() is None
-    assert make_tracker("botsort", gmc_method="none").motion_estimator() is None
+    assert make_tracker("bytetrack", impl=impl).motion_estimator() is None
+    assert make_tracker("botsort", impl=impl, gmc_method="none").motion_estimator() is None
     with pytest.raises(ValueError, match="only botsort"):
-        make_tracker("bytetrack").update(dets, frame, warp=np.eye(2, 3))
+        make_tracker("bytetrack", impl=impl).update(dets, frame, warp=np.eye(2, 3))
     with pytest.raises(ValueError, match=r"finite \(2, 3\)"):
-        make_tracker("botsort", with_reid=False).update(dets, frame, warp=np.eye(3))
+        make_tracker("botsort", impl=impl, with_reid=False).update(dets, frame, warp=np.eye(3))

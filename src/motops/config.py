@@ -398,6 +398,12 @@ class TrackParams(_Section):
         "0.652, against 0.643 at 0.5 (with proximity_thresh 0.05).",
     )
     gmc_method: Literal["none", "sparseOptFlow", "orb", "ecc"] = "sparseOptFlow"
+    embed: Literal["all", "needed"] = Field(
+        default="needed",
+        description="Which detections the ReID embeds (BoT-SORT with appearance; one batched call per frame): 'all' "
+        "kept boxes, as in BoT-SORT, or only those 'needed': high-score boxes whose match appearance could change or "
+        "that start a track (motops.tracking.bytetrack.ByteTracker._needs_embedding).",
+    )
     detect_every: PositiveInt = Field(default=1, description="Run the detector every N-th frame; flow in between.")
     flow: Literal["dis", "farneback"] = "dis"
     backend: Literal["auto", "torch", "onnxruntime", "tensorrt"] = "auto"

@@ -2,14 +2,18 @@
 
 Detections are ``(N, 6)`` ``[x1, y1, x2, y2, conf, cls]`` and tracks ``(M, 8)``
 ``[x1, y1, x2, y2, track_id, conf, cls, det_index]`` float32 arrays in pixels (see
-:mod:`motops.tracking.types`). Importing this package does not import Ultralytics; that
-happens when :func:`make_tracker` builds a tracker.
+:mod:`motops.tracking.types`). The trackers are ours (:mod:`motops.tracking.bytetrack`, numpy
+and OpenCV): neither importing this package nor tracking imports torch or Ultralytics; only
+``make_tracker(..., impl="ultralytics")``, the benchmarks' peer, does.
 """
 
+from motops.tracking.bytetrack import ByteTracker
 from motops.tracking.matching import fuse_score, iou_distance, iou_matrix, linear_assignment
 from motops.tracking.skipping import SkippingTracker
 from motops.tracking.trackers import (
+    EMBED_MODES,
     GMC_METHODS,
+    IMPLEMENTATIONS,
     TRACKER_NAMES,
     TRACKER_PARAM_NAMES,
     TrackerParams,
@@ -28,10 +32,13 @@ from motops.tracking.types import (
 
 __all__ = [
     "DET_COLUMNS",
+    "EMBED_MODES",
     "GMC_METHODS",
+    "IMPLEMENTATIONS",
     "TRACKER_NAMES",
     "TRACKER_PARAM_NAMES",
     "TRACK_COLUMNS",
+    "ByteTracker",
     "SkippingTracker",
     "Tracker",
     "TrackerParams",

@@ -52,9 +52,9 @@ RUN_SETTINGS: Final = ("tracker", "detect_every", "flow")
 #: Every setting a run resolves (:func:`resolve_settings`) and ``summary.json`` records.
 SETTINGS: Final = (*RUN_SETTINGS, *TRACKER_PARAM_NAMES)
 #: BoT-SORT's own settings: ByteTrack has neither appearance nor camera-motion compensation.
-_BOTSORT_ONLY: Final = ("with_reid", "proximity_thresh", "appearance_thresh", "gmc_method")
+_BOTSORT_ONLY: Final = ("with_reid", "proximity_thresh", "appearance_thresh", "gmc_method", "embed")
 #: Settings BoT-SORT reads only when it computes appearance embeddings.
-_APPEARANCE_ONLY: Final = ("proximity_thresh", "appearance_thresh")
+_APPEARANCE_ONLY: Final = ("proximity_thresh", "appearance_thresh", "embed")
 
 if TYPE_CHECKING:
     from motops.export.bundle import Engine

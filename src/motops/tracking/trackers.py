@@ -1,7 +1,19 @@
 """ByteTrack and BoT-SORT behind one array interface: ``(N, 6)`` detections in, ``(M, 8)`` tracks out.
 
-What is reused from Ultralytics (``ultralytics>=8.4.190,<8.5``, imported only when a tracker
-is built, so importing this module stays cheap and side-effect free):
+:func:`make_tracker` builds one of two implementations of the same trackers, with the same
+:class:`TrackerParams`:
+
+* ``impl="motops"`` (the default, what the runtime runs): :class:`motops.tracking.bytetrack.ByteTracker`,
+  written on numpy, ``lap`` and OpenCV (:mod:`~motops.tracking.kalman`, :mod:`~motops.tracking.gmc`),
+  so a device needs neither torch nor Ultralytics (AGPL-3.0) to track. It keeps every
+  behaviour listed below for the wrapper (ids per instance, buffer scaled by frame rate,
+  removed tracks unmatchable, GMC sized to 160 px with 200 corners, warp given ahead,
+  parameter checking) and adds ``embed``: appearance embeddings only where they can matter.
+* ``impl="ultralytics"``: :class:`UltralyticsTracker`, the wrapper around Ultralytics' own
+  trackers described here; training's environment and the benchmarks use it as the peer.
+
+What the wrapper reuses from Ultralytics (``ultralytics>=8.4.190,<8.5``, imported only when a
+tracker is built, so importing this module stays cheap and side-effect free):
 
 * ``ultralytics.trackers.byte_tracker.BYTETracker`` and ``ultralytics.trackers.bot_sort.BOTSORT``
   do all the association work (two-stage ByteTrack matching, Kalman filters, lost-track
@@ -51,23 +63,25 @@ import difflib
 import math
 import types
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
+from motops.tracking.gmc import GMC_MAX_CORNERS, GMC_WIDTH
 from motops.tracking.types import CONF, as_detections, empty_tracks
 
+if TYPE_CHECKING:
+    from motops.tracking.bytetrack import ByteTracker
+
 TRACKER_NAMES: Final = ("bytetrack", "botsort")
+#: ``make_tracker(impl=)``: ours (numpy/OpenCV, the runtime's) or Ultralytics' (benchmarks, tests).
+IMPLEMENTATIONS: Final = ("motops", "ultralytics")
 GMC_METHODS: Final = ("none", "sparseOptFlow", "orb", "ecc")
 # Kalman / buffer settings in params.yaml are stated for 30 fps footage (as in ByteTrack).
 REFERENCE_FPS: Final = 30.0
-# BoT-SORT's sparse-flow camera-motion compensation (Ultralytics' GMC) works on a frame
-# downscaled by an integer factor (2 by default) with up to 400 corners. It only estimates a
-# 4-parameter similarity, for which a 160-px wide image and 200 corners are enough: on
-# synthetic pan/jitter footage the IDF1 was the same (0.429 against 0.430 over 3 sequences)
-# at about half the tracker's time per frame.
-GMC_WIDTH: Final = 160
-GMC_MAX_CORNERS: Final = 200
+# Camera-motion compensation (ours and, sized after construction, Ultralytics'): a 160-px wide
+# image with 200 corners (see motops.tracking.gmc for the measurement).
+EMBED_MODES: Final = ("all", "needed")
 
 ReidFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``(frame_bgr (H, W, 3) uint8, boxes_xyxy (N, 4)) -> (N, D) float32`` L2-normalized embeddings."""
@@ -106,6 +120,12 @@ class TrackerParams:
         gmc_method: BoT-SORT only: camera-motion compensation, one of ``none``,
             ``sparseOptFlow``, ``orb``, ``ecc``; needs a frame. ``none`` is right (and faster)
             for a static camera; ``ecc`` is the most accurate and the slowest.
+        embed: BoT-SORT with appearance, our implementation only: which detections the
+            ``reid`` callable embeds (one batched call per frame). ``"all"``: every kept
+            detection, as in BoT-SORT. ``"needed"``: only the high-score detections whose
+            match appearance could change, or that start a track (the rule is documented at
+            :meth:`motops.tracking.bytetrack.ByteTracker._needs_embedding`); the others keep
+            their track's smoothed embedding. The Ultralytics peer always embeds all.
     """
 
     track_high_thresh: float = 0.25
@@ -118,6 +138,7 @@ class TrackerParams:
     proximity_thresh: float = 0.05
     appearance_thresh: float = 0.75
     gmc_method: str = "sparseOptFlow"
+    embed: str = "needed"
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -131,6 +152,8 @@ class TrackerParams:
             raise ValueError(f"tracker parameter track_buffer={self.track_buffer!r}: expected an integer >= 1")
         if self.gmc_method not in GMC_METHODS:
             raise ValueError(f"tracker parameter gmc_method={self.gmc_method!r}: expected one of {list(GMC_METHODS)}")
+        if self.embed not in EMBED_MODES:
+            raise ValueError(f"tracker parameter embed={self.embed!r}: expected one of {list(EMBED_MODES)}")
         if self.track_low_thresh > self.track_high_thresh:
             raise ValueError(
                 f"tracker parameters: track_low_thresh={self.track_low_thresh} > track_high_thresh="
@@ -218,20 +241,9 @@ class UltralyticsTracker:
         self._frame_index = 0
 
     def update(self, dets: np.ndarray, frame: np.ndarray | None = None, warp: np.ndarray | None = None) -> np.ndarray:
-        """Associate one frame's detections with the tracks.
+        """Associate one frame's detections with the tracks (Ultralytics' tracker does the work).
 
-        Args:
-            dets: ``(N, 6)`` ``[x1, y1, x2, y2, conf, cls]`` in pixels (see :mod:`motops.tracking.types`).
-            frame: The BGR image ``(H, W, 3)`` uint8 the detections come from, or ``None`` for
-                motion-only tracking (then neither camera-motion compensation nor appearance).
-            warp: BoT-SORT only: this frame's ``(2, 3)`` camera-motion warp, computed ahead by
-                :meth:`motion_estimator` over exactly the frames given to this tracker (then
-                give it on every update; the tracker's own GMC does not see the frames).
-                ``None``: the tracker measures it itself.
-
-        Returns:
-            ``(M, 8)`` float32 ``[x1, y1, x2, y2, track_id, conf, cls, det_index]`` for the
-            confirmed tracks updated on this frame; ``det_index`` is the row of ``dets``.
+        Arguments, result and errors as :meth:`motops.tracking.bytetrack.ByteTracker.update`.
         """
         dets = as_detections(dets, name=f"{self.name} input detections, frame {self._frame_index}")
         self._frame_index += 1
@@ -243,12 +255,7 @@ class UltralyticsTracker:
             _size_gmc(getattr(self._impl, "gmc", None), img.shape[1])
             self._gmc_sized = True
         if warp is not None:
-            if self.name != "botsort":
-                raise ValueError(f"{self.name}: a camera-motion warp was given; only botsort compensates camera motion")
-            warp = np.asarray(warp, dtype=np.float64)
-            if warp.shape != (2, 3) or not np.isfinite(warp).all():
-                raise ValueError(f"{self.name}: warp must be a finite (2, 3) affine matrix, got shape {warp.shape}")
-            self._impl.gmc.given = warp
+            self._impl.gmc.given = check_warp(self.name, warp)
         try:
             out = self._impl.update(DetectionView(dets), img, feats=feats)
         finally:
@@ -313,6 +320,16 @@ class UltralyticsTracker:
         return f"UltralyticsTracker({self.name!r}, frame_rate={self.frame_rate}, appearance={self.uses_appearance})"
 
 
+def check_warp(name: str, warp: Any) -> np.ndarray:
+    """A given camera-motion warp as a ``(2, 3)`` float64 array; refused for ``bytetrack`` or when malformed."""
+    if name != "botsort":
+        raise ValueError(f"{name}: a camera-motion warp was given; only botsort compensates camera motion")
+    warp = np.asarray(warp, dtype=np.float64)
+    if warp.shape != (2, 3) or not np.isfinite(warp).all():
+        raise ValueError(f"{name}: warp must be a finite (2, 3) affine matrix, got shape {warp.shape}")
+    return warp
+
+
 def _size_gmc(gmc: Any, width: int) -> None:
     """Sparse-flow GMC on a :data:`GMC_WIDTH`-px wide image with :data:`GMC_MAX_CORNERS` corners."""
     if gmc is not None and getattr(gmc, "method", None) == "sparseOptFlow":
@@ -345,8 +362,9 @@ def make_tracker(
     *,
     frame_rate: float = REFERENCE_FPS,
     reid: ReidFn | None = None,
+    impl: str = "motops",
     **params: Any,
-) -> UltralyticsTracker:
+) -> ByteTracker | UltralyticsTracker:
     """Build a multi-object tracker with the ``update(dets, frame) -> tracks`` / ``reset()`` interface.
 
     Args:
@@ -357,20 +375,25 @@ def make_tracker(
         reid: BoT-SORT appearance: a callable ``(frame_bgr, boxes_xyxy (N, 4)) -> (N, D)``
             float32 L2-normalized embeddings (our ReID backend). ``None`` = motion only.
             Refused for ``bytetrack``, which would ignore it.
+        impl: ``"motops"`` (the default): our numpy/OpenCV implementation
+            (:class:`motops.tracking.bytetrack.ByteTracker`), which needs neither torch nor
+            Ultralytics. ``"ultralytics"``: Ultralytics' trackers behind the same interface
+            (:class:`UltralyticsTracker`), the peer of the benchmarks and tests; it imports
+            torch and always embeds every detection (``embed`` is ignored).
         **params: Association settings, every one optional: ``track_high_thresh`` (0.25),
             ``track_low_thresh`` (0.1), ``new_track_thresh`` (0.35), ``match_thresh`` (0.8),
             ``track_buffer`` (30), ``fuse_score`` (True), ``with_reid`` (True),
             ``proximity_thresh`` (0.05), ``appearance_thresh`` (0.75), ``gmc_method``
-            (``"sparseOptFlow"``). :class:`TrackerParams` documents what raising each does.
-            The last four are BoT-SORT's and ``bytetrack`` ignores them, so one ``track:``
+            (``"sparseOptFlow"``), ``embed`` (``"needed"``). :class:`TrackerParams` documents
+            what raising each does. The last five are BoT-SORT's and ``bytetrack`` ignores them, so one ``track:``
             section of ``params.yaml`` can configure either tracker.
 
     Returns:
-        An :class:`UltralyticsTracker` whose ids start at 1 and belong to it alone.
+        A tracker whose ids start at 1 and belong to it alone.
 
     Raises:
-        ValueError: Unknown tracker name (with a suggestion), a value out of range, or a
-            ``reid`` callable for ``bytetrack``.
+        ValueError: Unknown tracker name or ``impl`` (with a suggestion), a value out of
+            range, or a ``reid`` callable for ``bytetrack``.
         TypeError: An unknown keyword; the message suggests the closest valid one and lists all.
     """
     if name not in TRACKER_NAMES:
@@ -394,4 +417,12 @@ def make_tracker(
             "make_tracker: bytetrack uses no appearance, so a reid callable would never be called; "
             "use 'botsort' or pass reid=None"
         )
-    return UltralyticsTracker(name, TrackerParams(**params), float(frame_rate), reid)
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"make_tracker: unknown impl {impl!r}{_suggest(str(impl), IMPLEMENTATIONS)}; "
+                         f"expected one of {list(IMPLEMENTATIONS)}")
+    checked = TrackerParams(**params)
+    if impl == "ultralytics":
+        return UltralyticsTracker(name, checked, float(frame_rate), reid)
+    from motops.tracking.bytetrack import ByteTracker
+
+    return ByteTracker(name, checked, float(frame_rate), reid)
