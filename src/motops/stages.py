@@ -153,6 +153,7 @@ def prepare(params: Params, root: Path = Path(".")) -> dict:
     The val sequences are held out from both models: the detection set's val side is
     them, and the ReID crops come from the train sequences only (their own held-out
     identities measure the ReID), so ``evaluate`` tracks footage neither model saw.
+    Pseudo-labelled sequences (``labels: pseudo``) always train, never validate.
     """
     import json
 
@@ -163,8 +164,12 @@ def prepare(params: Params, root: Path = Path(".")) -> dict:
 
     cfg = params.prepare
     sequences, annotations = _tables(params, root)
+    from motops.data.ingest import PSEUDO_SOURCE
+
+    pseudo = sequences.filter(pl.col("source") == PSEUDO_SOURCE)["sequence"].to_list()
     train, val = split_sequences(
-        sequences["sequence"].to_list(), val_sequences=cfg.val_sequences, val_fraction=cfg.val_fraction, seed=cfg.seed
+        sequences["sequence"].to_list(), val_sequences=cfg.val_sequences, val_fraction=cfg.val_fraction, seed=cfg.seed,
+        train_only=pseudo,
     )
     out = root / cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -185,7 +190,7 @@ def prepare(params: Params, root: Path = Path(".")) -> dict:
         seed=cfg.seed,
     )
     counts = {side: int((crops["split"] == side).sum()) for side in ("train", "query", "gallery")}
-    split = {"train": train, "val": val, "reid_crops": counts}
+    split = {"train": train, "val": val, "pseudo_labelled": sorted(pseudo), "reid_crops": counts}
     (out / "split.json").write_text(json.dumps(split, indent=2) + "\n", encoding="utf-8")
     print(f"prepare: train {train}, val {val}; ReID crops {counts}")
     return split
