@@ -338,7 +338,7 @@ def register(params: Params, root: Path = Path(".")) -> dict:
 
     from motops.config import flatten_params
     from motops.registry.gates import format_gate_table
-    from motops.registry.lineage import lineage_tags
+    from motops.registry.lineage import lineage_tags, pseudo_tags
     from motops.registry.mlflow_registry import register as run
 
     gate_result = json.loads((root / "metrics" / "gate.json").read_text())
@@ -354,8 +354,8 @@ def register(params: Params, root: Path = Path(".")) -> dict:
     ) if p.is_file()]
     result = run(
         root / params.evaluate.release_dir, gate=gate_result, metrics=metrics, training=training,
-        params_flat=flatten_params(params), plots=plots, lineage=lineage_tags(root), params=params.registry,
-        root=root,
+        params_flat=flatten_params(params), plots=plots, lineage={**lineage_tags(root), **pseudo_tags(params, root)},
+        params=params.registry, root=root, checkpoints=[root / "models" / "detector" / "best.pt"],
     )
     _write_json(root / "metrics" / "register.json", result)
     if result.get("version") and result.get("created"):

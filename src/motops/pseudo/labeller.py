@@ -423,3 +423,22 @@ def pseudo_label_batch(footage: str | Path, out_dir: str | Path, *, name: str, l
               "stats": stats, "review": review, "reviews_applied": []}
     (out_dir / PSEUDO_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
     return record
+
+
+def champion_label(bundle: str | Path, detector_pt: str | Path | None, cfg: Any, champion: str, *,
+                   progress: bool = True):
+    """``label(footage, out_dir, name) -> pseudo.json record``: :func:`pseudo_label_batch` with the champion's labeller.
+
+    What :func:`motops.data.inbox.admit_unlabelled` calls; the labeller is built per batch, for
+    its frame size.
+    """
+    from motops.pseudo.footage import open_footage
+
+    def label(footage: Path, out_dir: Path, name: str) -> dict[str, Any]:
+        with open_footage(footage) as source:
+            size = source.size
+        labeller = load_labeller(bundle, detector_pt=detector_pt, imgsz=cfg.imgsz, conf=cfg.conf, frame_size=size)
+        return pseudo_label_batch(footage, out_dir, name=name, labeller=labeller, cfg=cfg, champion=champion,
+                                  progress=progress)
+
+    return label
