@@ -272,3 +272,55 @@ def test_lineage_names_the_pseudo_labelled_batches_and_their_champion(tmp_path):
     tags = pseudo_tags(load_params(params_file), tmp_path)
     assert tags["motops.pseudo_labelled"] == "wk"
     assert tags["motops.pseudo.wk"].startswith("labelled by motops-tracker version 3")
+
+
+# --------------------------------------------------------------------------- the champion, from the registry
+
+
+def _retrain_flow():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("motops_flows_retrain", Path(__file__).resolve().parents[1]
+                                                  / "flows" / "retrain.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_retrain_labels_with_the_registered_champion_or_refuses(footage, project, tmp_path, monkeypatch):
+    import yaml
+    from helpers import write_tiny_bundle
+
+    from motops.config import GatesParams, RegistryParams
+    from motops.data.inbox import find_new_batches
+    from motops.registry.gates import evaluate_gate
+    from motops.registry.mlflow_registry import download_for_labelling, promote, register
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (project / "data" / "inbox").mkdir(parents=True)
+    _frames_folder(footage, project / "data" / "inbox" / "cam9")
+    batches = find_new_batches(str(project / "data" / "inbox"), project / "data" / "raw")
+    flow = _retrain_flow()
+    with pytest.raises(DataFormatError, match="no engine to label it") as info:  # no champion yet
+        flow.pseudo_label.fn(str(project), batches, "params.yaml")
+    assert "cam9" in str(info.value) and "\n" not in str(info.value)
+    assert not (project / "data" / "raw" / "cam9").exists()
+
+    bundle = write_tiny_bundle(tmp_path / "bundle", "1", models_dir=tmp_path / "tiny")
+    metrics = {"idf1": 0.7, "hota": 0.6, "mota": 0.6, "fps": 20.0, "backend": "onnxruntime"}
+    gates, registry = GatesParams(), RegistryParams()
+    register(bundle, gate=evaluate_gate(metrics, gates, backend="onnxruntime"), metrics=metrics, params_flat={},
+             plots=[], lineage={}, params=registry, root=project, checkpoints=[tmp_path / "tiny" / "det.pt"])
+    promote(registry, gates, backend="onnxruntime", root=project)
+    champion = download_for_labelling(registry, tmp_path / "dl", root=project)
+    assert champion["version"] == "1" and (champion["bundle"] / "manifest.json").is_file()
+    assert champion["detector_pt"].read_bytes() == (tmp_path / "tiny" / "det.pt").read_bytes()
+
+    admitted, = flow.pseudo_label.fn(str(project), batches, "params.yaml")
+    record = json.loads((project / "data/raw/cam9/pseudo.json").read_text())
+    assert record["champion"] == "motops-tracker version 1 (champion)" == admitted["pseudo"]["champion"]
+    assert record["stats"]["imgsz"] == [384, 640]  # the champion's .pt at pseudo_labels.imgsz, not the bundle's 160
+    assert (project / "data/raw/cam9.dvc").is_file() and (project / "data/raw/cam9/footage/cam9/fps.txt").is_file()
+    sources = yaml.safe_load((project / "params.yaml").read_text())["data"]["sources"]
+    assert {"format": "mot", "path": "data/raw/cam9", "labels": "pseudo"} in sources
+    assert find_new_batches(str(project / "data" / "inbox"), project / "data" / "raw") == []

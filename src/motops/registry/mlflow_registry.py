@@ -753,9 +753,9 @@ def download_for_labelling(
         try:
             with _tracking(uri):
                 local = mlflow.artifacts.download_artifacts(
-                    run_id=version.run_id, artifact_path=f"{CHECKPOINT_DIR}/best.pt", dst_path=str(dst / "pt"),
-                    tracking_uri=uri)
-            detector_pt = Path(local)
+                    run_id=version.run_id, artifact_path=CHECKPOINT_DIR, dst_path=str(dst / "pt"), tracking_uri=uri)
+            found = sorted(Path(local).glob("*.pt"))
+            detector_pt = found[0] if found else None
         except (MlflowException, OSError):
             detector_pt = None  # registered before checkpoints were logged: the bundle's ONNX labels
     return {"version": str(version.version), "model": reg.model_name, "bundle": bundle, "detector_pt": detector_pt}
