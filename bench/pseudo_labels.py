@@ -11,9 +11,11 @@ Rows, one run, each the motops stages (ingest ... evaluate, ``bench/real_footage
 ``run_motops``) with ``params.yaml`` as it is:
 
 * ``labelled only``: trains on 1-200. Its release bundle and ``detector.pt`` are the champion;
-* ``labelled + pseudo-labelled``: the champion labels 201-400 (``motops.pseudo``: larger input
-  size, forward and backward tracking, interpolation, consistency filter; uncertain boxes
-  flag 0), and the pipeline trains on 1-200 plus those (validated on 401-530 only). The gate
+* ``labelled + pseudo-labelled``: the champion labels 201-400 (``motops.pseudo`` with
+  ``pseudo_labels`` as in ``params.yaml``: forward and backward tracking, interpolation,
+  consistency filter; uncertain boxes flag 0), and the pipeline trains on 1-200 plus those
+  (validated on 401-530 only). The same frames are also labelled at ``--larger-imgsz`` from the
+  champion's ``detector.pt``, measured only (speed and quality). The gate
   (``gates``) decides against the champion's scores as the ``gate`` stage would;
 * ``labelled + full gt`` (the ceiling): 201-400 with their real ground truth.
 
@@ -113,13 +115,13 @@ def box_precision_recall(gt: pl.DataFrame, pred: pl.DataFrame, iou: float = 0.5)
     return {"precision": tp / n_pred if n_pred else 0.0, "recall": tp / n_gt if n_gt else 0.0}
 
 
-def pseudo_label(new_frames: Path, truth_seq: Path, out: Path, champion: Path) -> dict[str, Any]:
+def pseudo_label(new_frames: Path, truth_seq: Path, out: Path, champion: Path, overrides: list[str]) -> dict[str, Any]:
     """Label the unlabelled frames with the champion (work folder of the labelled-only row); score them."""
     from motops.config import load_params
     from motops.data.mot import read_mot_sequence
     from motops.pseudo.labeller import load_labeller, pseudo_label_batch
 
-    cfg = load_params(ROOT / "params.yaml").pseudo_labels
+    cfg = load_params(ROOT / "params.yaml", overrides).pseudo_labels
     import cv2
 
     first = cv2.imread(str(sorted(new_frames.glob("*.jpg"))[0]))
@@ -145,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unlabelled", type=frame_range, default=(201, 400), metavar="FIRST-LAST")
     parser.add_argument("--val", type=frame_range, default=(401, 530), metavar="FIRST-LAST")
     parser.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--larger-imgsz", type=int, default=640,
+                        help="input width of the second labelling, measured only (speed, quality)")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pseudo_labels.json")
@@ -184,15 +188,17 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row("labelled only", "A", base))
         print("\n== pseudo-labelling frames "
               f"{args.unlabelled[0]}-{args.unlabelled[1]} with the labelled-only engine ==", flush=True)
-        pseudo = pseudo_label(new_frames, truth_seq, work / "pseudo", work / "A")
-        q = pseudo["quality"]
-        print(f"pseudo-labels: {pseudo['stats']['frames_per_s']} frames/s at {pseudo['stats']['imgsz']}; "
-              f"{pseudo['stats']['tracks']} tracks, {pseudo['stats']['boxes']} boxes, "
-              f"{pseudo['stats']['uncertain_share']:.1%} uncertain; certain vs truth: IDF1 "
-              f"{q['certain_vs_truth']['idf1']:.3f}, precision {q['certain_boxes']['precision']:.3f}, recall "
-              f"{q['certain_boxes']['recall']:.3f}", flush=True)
+        labellings = {}
+        for key, sets in (("default", []), ("larger input", [f"pseudo_labels.imgsz={args.larger_imgsz}"])):
+            labellings[key] = done = pseudo_label(new_frames, truth_seq, work / f"pseudo-{len(labellings)}",
+                                                  work / "A", sets)
+            q, st = done["quality"], done["stats"]
+            print(f"pseudo-labels ({key}): {st['frames_per_s']} frames/s at {st['imgsz']}; {st['tracks']} tracks, "
+                  f"{st['boxes']} boxes, {st['uncertain_share']:.1%} uncertain; certain boxes vs truth: precision "
+                  f"{q['certain_boxes']['precision']:.3f}, recall {q['certain_boxes']['recall']:.3f}, IDF1 "
+                  f"{q['certain_vs_truth']['idf1']:.3f}", flush=True)
         rows.append(row("labelled + pseudo-labelled", "B",
-                        [*base, {"format": "mot", "path": str(work / "pseudo"), "labels": "pseudo"}]))
+                        [*base, {"format": "mot", "path": str(work / "pseudo-0"), "labels": "pseudo"}]))
         rows.append(row("labelled + full gt (ceiling)", "C", [*base, {"format": "mot", "path": str(truth_root)}]))
     except MotopsError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -225,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                      "val_sequence": str(val_seq.name)},
         "machine": {"cpu": cpu, "lscpu_flags": flags, "platform": platform.platform(),
                     "python": sys.version.split()[0]},
-        "pseudo_labels": pseudo,
+        "pseudo_labels": labellings,
         "runs": rows,
         "idf1_gap_closed": closed,
         "gate_vs_champion": gate,

@@ -316,6 +316,9 @@ def test_retrain_labels_with_the_registered_champion_or_refuses(footage, project
     assert champion["version"] == "1" and (champion["bundle"] / "manifest.json").is_file()
     assert champion["detector_pt"].read_bytes() == (tmp_path / "tiny" / "det.pt").read_bytes()
 
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["pseudo_labels"]["imgsz"] = 640  # a larger input: the champion's detector.pt, not its 160x160 ONNX
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     admitted, = flow.pseudo_label.fn(str(project), batches, "params.yaml")
     record = json.loads((project / "data/raw/cam9/pseudo.json").read_text())
     assert record["champion"] == "motops-tracker version 1 (champion)" == admitted["pseudo"]["champion"]

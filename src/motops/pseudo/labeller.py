@@ -2,16 +2,15 @@
 
 Offline it can afford more than the live engine:
 
-1. *Detection at a larger input size* (``pseudo_labels.imgsz``, the champion's ``detector.pt``;
-   its bundle's fixed-size ONNX when no checkpoint is at hand), once per frame, cached.
+1. *Detection* once per frame, cached: the bundle's ONNX, or at another input size
+   (``pseudo_labels.imgsz``, e.g. larger for small people) the champion's ``detector.pt``.
 2. *Tracking forward and backward* over the cached detections with the bundle's tracker
    settings (BoT-SORT's camera-motion warps are measured once, going forward, and inverted for
    the backward pass). A track starts only once confirmed, so the backward pass recovers the
    first frames of the people the forward pass picked up late, and vice versa.
-3. *Fusion*: two boxes are one identity when a pass links them and the other pass does not
-   link either box elsewhere. Where the passes disagree (one links a box to track A, the other
-   to track B) the link is cut and the boxes within ``conflict_margin`` frames of it are
-   uncertain.
+3. *Fusion* (:func:`fuse_passes`): the forward tracks, cut where the backward pass puts two
+   consecutive boxes of one in different tracks (the boxes within ``conflict_margin`` frames of
+   the cut are uncertain), extended by the boxes only the backward pass tracked.
 4. *Track-consistency filter*: a track with fewer than ``min_track_frames`` detected boxes or
    a mean score below ``min_mean_score`` is uncertain as a whole; a step of more than
    ``max_jump`` box heights per frame cuts the track and marks the boxes beside the cut;
@@ -65,14 +64,14 @@ def labelling_size(width: int, height: int, imgsz: int) -> tuple[int, int]:
     return max(32, h), imgsz
 
 
-def load_labeller(bundle: str | Path, *, detector_pt: str | Path | None, imgsz: int, conf: float,
+def load_labeller(bundle: str | Path, *, detector_pt: str | Path | None, imgsz: int | None, conf: float,
                   frame_size: tuple[int, int], threads: int = 0) -> Labeller:
     """The champion's labeller: its bundle's tracker settings and NMS IoU, its ``.pt`` at ``imgsz`` when given.
 
     Args:
         bundle: The champion's engine bundle (verified).
         detector_pt: Its Ultralytics checkpoint; None: the bundle's ONNX at its own input size.
-        imgsz: Input width for the checkpoint.
+        imgsz: Input width for the checkpoint; None: the bundle's ONNX at its own input size.
         conf: Detector score threshold.
         frame_size: ``(width, height)`` of the footage.
         threads: ONNX Runtime threads (0: automatic).
@@ -82,7 +81,7 @@ def load_labeller(bundle: str | Path, *, detector_pt: str | Path | None, imgsz: 
 
     engine = load_bundle(bundle, device="cpu", intra_op_num_threads=threads)
     cfg = engine.config
-    if detector_pt is not None:
+    if detector_pt is not None and imgsz is not None:
         size = labelling_size(*frame_size, imgsz)
         detector = load_detector(detector_pt, imgsz=size, conf=conf, iou=cfg["iou"], classes=cfg["classes"],
                                  device="cpu")
@@ -90,15 +89,18 @@ def load_labeller(bundle: str | Path, *, detector_pt: str | Path | None, imgsz: 
     else:
         detector = engine.detector
         detector.conf = min(conf, detector.conf)
+        why = "pseudo_labels.imgsz is null" if imgsz is None else "no detector.pt for this engine"
         described = {"detector": str(Path(bundle) / "detector.onnx"), "imgsz": list(engine.imgsz),
-                     "backend": "onnxruntime",
-                     "note": "no detector.pt for this engine: labelled at the bundle's input size"}
+                     "backend": "onnxruntime", "note": f"{why}: labelled at the bundle's input size"}
     params = dict(engine.tracker_params)
     params["with_reid"] = False
     return Labeller(detector, engine.tracker, params, described)
 
 
 # --------------------------------------------------------------------------- passes
+
+
+_NO_IMAGE = np.zeros((1, 1, 3), np.uint8)
 
 
 def _invert(warp: np.ndarray) -> np.ndarray:
@@ -133,25 +135,11 @@ def track_pass(dets: Sequence[np.ndarray], tracker: str, params: dict[str, Any],
                 warp = _invert(warps[i + 1])
             else:
                 warp = warps[i]
-        tracks = trk.update(dets[i], None, warp=warp)
+        # a stand-in image: BoT-SORT compensates camera motion only when given one; the warp is ours
+        tracks = trk.update(dets[i], _NO_IMAGE if warp is not None else None, warp=warp)
         for row in tracks:
             out[(i + 1, int(row[DET_INDEX]))] = int(row[TRACK_ID])
     return out
-
-
-class _Union:
-    def __init__(self) -> None:
-        self.parent: dict[Any, Any] = {}
-
-    def find(self, x: Any) -> Any:
-        self.parent.setdefault(x, x)
-        while self.parent[x] != x:
-            self.parent[x] = self.parent[self.parent[x]]
-            x = self.parent[x]
-        return x
-
-    def union(self, a: Any, b: Any) -> None:
-        self.parent[self.find(a)] = self.find(b)
 
 
 def _chains(assigned: dict[tuple[int, int], int]) -> list[list[tuple[int, int]]]:
@@ -165,42 +153,58 @@ def fuse_passes(fwd: dict[tuple[int, int], int], bwd: dict[tuple[int, int], int]
                 ) -> tuple[list[list[tuple[int, int]]], list[tuple[tuple[int, int], tuple[int, int]]]]:
     """Identities from a forward and a backward pass over the same detections.
 
-    Two consecutive boxes of a track of one pass are linked unless the other pass put them in
-    two different tracks (a disagreement: returned, not linked).
+    The forward tracks are the base. A link between two consecutive boxes of a forward track is
+    cut where the backward pass put them in two different tracks (a disagreement, returned).
+    Boxes only the backward pass tracked (typically the first frames of a person, before the
+    forward pass confirmed them) join the forward track their backward neighbours belong to,
+    unless that track already has a box in one of their frames; otherwise they form a track of
+    their own.
 
     Returns:
-        ``(tracks, conflicts)``: each track its ``(frame, det_index)`` nodes sorted by frame;
-        each conflict the two nodes whose link the passes disagree on.
+        ``(tracks, conflicts)``: each track its ``(frame, det_index)`` nodes sorted by frame, no
+        two in one frame; each conflict the two nodes whose link the passes disagree on.
     """
-    uf = _Union()
+    owner: dict[tuple[int, int], int] = {}
     conflicts = []
-    for this, other in ((fwd, bwd), (bwd, fwd)):
-        for chain in _chains(this):
-            uf.find(chain[0])
-            for a, b in zip(chain, chain[1:], strict=False):
-                oa, ob = other.get(a), other.get(b)
-                if oa is not None and ob is not None and oa != ob:
-                    if this is fwd:
-                        conflicts.append((a, b))
-                    continue
-                uf.union(a, b)
-    groups: dict[Any, list[tuple[int, int]]] = {}
-    for node in list(uf.parent):
-        groups.setdefault(uf.find(node), []).append(node)
-    tracks = []
-    for nodes in groups.values():
-        nodes.sort()
-        frames = [f for f, _ in nodes]
-        if len(set(frames)) == len(frames):
-            tracks.append(nodes)
-            continue
-        # the two passes chained two boxes of one frame into one identity: keep the forward tracks
-        sub = _chains({n: fwd[n] for n in nodes if n in fwd})
-        rest = [n for n in nodes if n not in fwd]
-        tracks.extend(sub)
-        tracks.extend([[n] for n in rest])
-        conflicts.extend((n, n) for n in nodes)
-    return sorted(tracks), conflicts
+    next_id = 0
+    for chain in _chains(fwd):
+        next_id += 1
+        owner[chain[0]] = next_id
+        for a, b in zip(chain, chain[1:], strict=False):
+            ba, bb = bwd.get(a), bwd.get(b)
+            if ba is not None and bb is not None and ba != bb:
+                conflicts.append((a, b))
+                next_id += 1
+            owner[b] = next_id
+    frames_of: dict[int, set[int]] = {}
+    for (frame, _), tid in owner.items():
+        frames_of.setdefault(tid, set()).add(frame)
+    for chain in _chains(bwd):
+        k = 0
+        while k < len(chain):
+            if chain[k] in owner:
+                k += 1
+                continue
+            stop = k
+            while stop < len(chain) and chain[stop] not in owner:
+                stop += 1
+            run = chain[k:stop]
+            sides = {owner[chain[i]] for i in (k - 1, stop) if 0 <= i < len(chain)}
+            frames = {f for f, _ in run}
+            if len(sides) == 1 and not frames & frames_of[next(iter(sides))]:
+                tid = sides.pop()
+            else:
+                next_id += 1
+                tid = next_id
+                frames_of[tid] = set()
+            for node in run:
+                owner[node] = tid
+            frames_of[tid] |= frames
+            k = stop
+    tracks: dict[int, list[tuple[int, int]]] = {}
+    for node, tid in owner.items():
+        tracks.setdefault(tid, []).append(node)
+    return sorted(sorted(nodes) for nodes in tracks.values()), conflicts
 
 
 # --------------------------------------------------------------------------- filter, interpolation
