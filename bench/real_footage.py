@@ -175,15 +175,16 @@ def prepare_work(work: Path) -> None:
 # --------------------------------------------------------------------------- motops
 
 
-def motops_params(raw: Path, overrides: list[str]) -> Params:
+def motops_params(raw: Path, overrides: list[str], sources: list[dict[str, Any]] | None = None) -> Params:
     """``params.yaml`` with the footage as its only source, the val sequence named, and ``overrides`` on top.
 
-    A relative ``detector.weights`` is made absolute against the repository (the stages
-    resolve it against their ``root``, which is the work folder here).
+    ``sources``: the ``data.sources`` entries instead of ``raw`` alone. A relative
+    ``detector.weights`` is made absolute against the repository (the stages resolve it against
+    their ``root``, which is the work folder here).
     """
     from motops.config import load_params
 
-    source = json.dumps([{"format": "mot", "path": str(raw)}])
+    source = json.dumps(sources or [{"format": "mot", "path": str(raw)}])
     sets = [f"data.sources={source}", f"prepare.val_sequences=[{VAL_SEQ}]", *overrides]
     params = load_params(ROOT / "params.yaml", sets)
     weights = params.detector.weights
@@ -192,8 +193,9 @@ def motops_params(raw: Path, overrides: list[str]) -> Params:
     return params
 
 
-def run_motops(raw: Path, root: Path, overrides: list[str], skip_validate: bool) -> dict[str, Any]:
-    """Run the motops stages on ``raw`` with every output under ``root``; time each.
+def run_motops(raw: Path, root: Path, overrides: list[str], skip_validate: bool,
+               sources: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Run the motops stages on ``raw`` (or ``sources``: :func:`motops_params`), outputs under ``root``; time each.
 
     Returns:
         ``stage_minutes``, ``train_minutes`` (train_detector + train_reid), ``validation``
@@ -203,7 +205,7 @@ def run_motops(raw: Path, root: Path, overrides: list[str], skip_validate: bool)
     from motops import stages
     from motops.errors import ValidationFailed
 
-    params = motops_params(raw, overrides)
+    params = motops_params(raw, overrides, sources)
     root.mkdir(parents=True, exist_ok=True)
     minutes: dict[str, float] = {}
     validation = "skipped"

@@ -120,9 +120,12 @@ def test_yolo_labels_for_known_boxes(tmp_path: Path, two_sequences) -> None:
     labels = _labels(out / "labels" / "train" / "A_000001.txt")
     np.testing.assert_allclose(labels, [[0, 0.15, 0.6, 0.2, 0.8], [0, 0.95, 0.1, 0.1, 0.2]], atol=1e-6)
     np.testing.assert_allclose(_labels(out / "labels" / "train" / "A_000002.txt"), [[0, 0.155, 0.6, 0.2, 0.8]])
-    # the image is linked, not re-encoded
-    src = Path(sequences.filter(pl.col("sequence") == "A")["path"][0]) / "img1" / "000001.jpg"
-    assert (out / "images" / "train" / "A_000001.jpg").read_bytes() == src.read_bytes()
+    # an image without ignored boxes is linked, not re-encoded
+    src = Path(sequences.filter(pl.col("sequence") == "A")["path"][0]) / "img1" / "000002.jpg"
+    assert (out / "images" / "train" / "A_000002.jpg").read_bytes() == src.read_bytes()
+    # the pedestrian with consider = 0 (id 4, x 59..69, y 49..59) is masked out: neither person nor background
+    masked = cv2.imread(str(out / "images" / "train" / "A_000001.jpg"))
+    assert abs(float(masked[51:57, 61:67].mean()) - 114) < 3 and abs(float(masked[5:15, 100:110].mean()) - 90) < 3
     # val: sequence B only, its frame without boxes keeps an empty label file
     assert sorted(p.name for p in (out / "labels" / "val").iterdir()) == [
         "B_000001.txt",

@@ -50,6 +50,12 @@ class SourceSpec(_Section):
         default=None, gt=0, description="Frame rate for formats that do not record it (cvat, visdrone)."
     )
     name: str | None = Field(default=None, description="Sequence name for a cvat zip (default: the zip's stem).")
+    labels: Literal["gt", "pseudo"] = Field(
+        default="gt",
+        description="gt: labelled by people; pseudo: labelled by the champion (motops.pseudo). Pseudo-labelled "
+        "sequences train the detector and the ReID but are never val sequences: validation and the gate score "
+        "people's labels only.",
+    )
 
 
 class SyntheticParams(_Section):
@@ -567,6 +573,49 @@ class FleetParams(_Section):
     )
 
 
+class PseudoLabelParams(_Section):
+    """The offline labeller of unlabelled footage (``motops.pseudo``): the champion labels it, people
+    review what it is unsure of. A box it is unsure of is written with the consider flag 0: training
+    masks it out of the image and scoring ignores it; the review task holds the frames with such boxes."""
+
+    imgsz: ImageSide | None = Field(
+        default=None,
+        description="Detector input width while labelling (height from the footage's aspect ratio, a multiple of "
+        "32), run from the champion's detector.pt (logged with each registered run); null: the bundle's own ONNX "
+        "at its input size. Larger finds smaller people but is not better for a detector finetuned at 416 on "
+        "footage with large people: PETS09-S2L1 frames 201-400, champion trained on 1-200 at 416: boxes "
+        "precision/recall 0.93/0.87 and forward-track IDF1 0.76 at its 320x416, 0.92/0.88 and 0.73 at 384x512, "
+        "0.90/0.81 and 0.57 at 480x640. Raise it for footage of small, far-away people.",
+    )
+    conf: Fraction = Field(default=0.1, description="Detector score threshold; the tracker and the filter decide.")
+    min_track_frames: PositiveInt = Field(
+        default=5,
+        description="Detected boxes a track needs to be trusted; a shorter track is kept as uncertain (flag 0). "
+        "Raising it sends more short tracks to review.",
+    )
+    min_mean_score: Fraction = Field(
+        default=0.45, description="Mean detector score a track needs to be trusted; below it the track is uncertain."
+    )
+    max_jump: Annotated[float, Field(gt=0)] = Field(
+        default=1.0,
+        description="Largest centre displacement between two boxes of a track, in box heights per frame; a larger "
+        "step is implausible (an id jumping to another person): the track is cut there and the boxes around the "
+        "cut are uncertain. Lowering it cuts more.",
+    )
+    max_gap: Annotated[int, Field(ge=0, le=300)] = Field(
+        default=10, description="Missed frames inside a track filled by linear interpolation (0: none)."
+    )
+    uncertain_below: Fraction = Field(
+        default=0.3, description="A detected box scoring below this is uncertain even on a trusted track."
+    )
+    conflict_margin: Annotated[int, Field(ge=0, le=100)] = Field(
+        default=2,
+        description="Frames either side of a disagreement between the forward and the backward pass (they link a "
+        "box to different tracks) whose boxes of the tracks involved are uncertain.",
+    )
+    champion_alias: str = Field(default="champion", description="Registered alias of the engine that labels.")
+
+
 class OrchestrationParams(_Section):
     """How the Prefect flows run the DVC stages (one Prefect task per stage)."""
 
@@ -599,6 +648,7 @@ class Params(_Section):
     gates: GatesParams = GatesParams()
     registry: RegistryParams = RegistryParams()
     fleet: FleetParams = FleetParams()
+    pseudo_labels: PseudoLabelParams = PseudoLabelParams()
     orchestration: OrchestrationParams = OrchestrationParams()
 
 

@@ -193,6 +193,7 @@ def prepare(params: Params, root: Path = Path(".")) -> dict:
     The val sequences are held out from both models: the detection set's val side is
     them, and the ReID crops come from the train sequences only (their own held-out
     identities measure the ReID), so ``evaluate`` tracks footage neither model saw.
+    Pseudo-labelled sequences (``labels: pseudo``) always train, never validate.
     """
     import json
 
@@ -203,8 +204,12 @@ def prepare(params: Params, root: Path = Path(".")) -> dict:
 
     cfg = params.prepare
     sequences, annotations = _tables(params, root)
+    from motops.data.ingest import PSEUDO_SOURCE
+
+    pseudo = sequences.filter(pl.col("source") == PSEUDO_SOURCE)["sequence"].to_list()
     train, val = split_sequences(
-        sequences["sequence"].to_list(), val_sequences=cfg.val_sequences, val_fraction=cfg.val_fraction, seed=cfg.seed
+        sequences["sequence"].to_list(), val_sequences=cfg.val_sequences, val_fraction=cfg.val_fraction, seed=cfg.seed,
+        train_only=pseudo,
     )
     out = root / cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -225,7 +230,7 @@ def prepare(params: Params, root: Path = Path(".")) -> dict:
         seed=cfg.seed,
     )
     counts = {side: int((crops["split"] == side).sum()) for side in ("train", "query", "gallery")}
-    split = {"train": train, "val": val, "reid_crops": counts}
+    split = {"train": train, "val": val, "pseudo_labelled": sorted(pseudo), "reid_crops": counts}
     (out / "split.json").write_text(json.dumps(split, indent=2) + "\n", encoding="utf-8")
     print(f"prepare: train {train}, val {val}; ReID crops {counts}")
     return split
@@ -380,7 +385,7 @@ def register(params: Params, root: Path = Path(".")) -> dict:
 
     from motops.config import flatten_params
     from motops.registry.gates import format_gate_table
-    from motops.registry.lineage import lineage_tags
+    from motops.registry.lineage import lineage_tags, pseudo_tags
     from motops.registry.mlflow_registry import register as run
 
     gate_result = json.loads((root / "metrics" / "gate.json").read_text())
@@ -396,8 +401,8 @@ def register(params: Params, root: Path = Path(".")) -> dict:
     ) if p.is_file()]
     result = run(
         root / params.evaluate.release_dir, gate=gate_result, metrics=metrics, training=training,
-        params_flat=flatten_params(params), plots=plots, lineage=lineage_tags(root), params=params.registry,
-        root=root,
+        params_flat=flatten_params(params), plots=plots, lineage={**lineage_tags(root), **pseudo_tags(params, root)},
+        params=params.registry, root=root, checkpoints=[root / "models" / "detector" / "best.pt"],
     )
     _write_json(root / "metrics" / "register.json", result)
     if result.get("version") and result.get("created"):

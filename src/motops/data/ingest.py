@@ -30,6 +30,9 @@ from motops.data.schema import ANNOTATION_SCHEMA, SEQUENCE_SCHEMA, conform, empt
 from motops.data.visdrone import read_visdrone
 from motops.errors import ConfigError, DataFormatError
 
+#: ``source`` of the sequences of a pseudo-labelled source (``labels: pseudo``) in the sequence table.
+PSEUDO_SOURCE = "pseudo"
+
 #: Source formats ``ingest`` understands, besides the plain string ``"synthetic"``.
 FORMATS: tuple[str, ...] = ("synthetic", "mot", "cvat", "visdrone")
 
@@ -40,6 +43,7 @@ class _Source:
     path: Path
     fps: float
     name: str | None
+    labels: str = "gt"
 
     def label(self) -> str:
         return f"{self.format} source {self.path}"
@@ -71,7 +75,10 @@ def _parse_source(item: Any, index: int, *, synthetic_dir: Path, default_fps: fl
     fps = default_fps if fps is None else float(fps)
     if not fps > 0:
         raise ConfigError(f"{where}: fps must be positive, got {fps}")
-    return _Source(str(fmt), Path(path), fps, _field(item, "name"))
+    labels = _field(item, "labels") or "gt"
+    if labels not in ("gt", "pseudo"):
+        raise ConfigError(f"{where}: labels {labels!r}; expected 'gt' (people's) or 'pseudo' (the champion's)")
+    return _Source(str(fmt), Path(path), fps, _field(item, "name"), labels)
 
 
 def _is_within(child: Path, parent: Path) -> bool:
@@ -103,8 +110,9 @@ def ingest(
             ``synthetic_dir``) or a mapping / object with ``format`` in
             ``{"mot", "cvat", "visdrone"}`` and ``path`` (a dataset root, a CVAT zip
             or a VisDrone root); optional ``fps`` (frames per second, for formats that
-            do not record it; default ``default_fps``) and ``name`` (CVAT sequence
-            name, default the zip's stem).
+            do not record it; default ``default_fps``), ``name`` (CVAT sequence
+            name, default the zip's stem) and ``labels`` (``gt``, or ``pseudo`` for
+            footage labelled by the champion: its sequences get ``source = "pseudo"``).
         synthetic_dir: The synthetic footage, in MOTChallenge layout.
         out_dir: Output folder, deleted and recreated on each run (a DVC output).
         annotations_path: Where ``annotations.parquet`` is written.
@@ -174,6 +182,8 @@ def _collect(parsed: list[_Source], staging: Path) -> list[tuple[dict, pl.DataFr
     for index, source in enumerate(parsed):
         seqs, anns = read_source(source.format, source.path, staging=staging / str(index), fps=source.fps,
                                  name=source.name)
+        if source.labels == "pseudo":  # prepare keeps these out of val: the gate scores people's labels only
+            seqs = seqs.with_columns(pl.lit(PSEUDO_SOURCE).alias("source"))
         by_name = anns.partition_by("sequence", as_dict=True) if anns.height else {}
         for row in seqs.iter_rows(named=True):
             name = row["sequence"]

@@ -49,6 +49,7 @@ def split_sequences(
     val_sequences: Sequence[str] = (),
     val_fraction: float = 0.25,
     seed: int = 0,
+    train_only: Sequence[str] = (),
 ) -> tuple[list[str], list[str]]:
     """Split sequence names into train and val, whole sequences only.
 
@@ -61,6 +62,8 @@ def split_sequences(
             more sequences from train to val.
         seed: Seed of the draw; the same names and seed give the same split whatever
             their order.
+        train_only: Sequences that may never be val (pseudo-labelled footage: the gate scores
+            people's labels only); they go to train, and the draw is over the others.
 
     Returns:
         ``(train, val)``: sorted sequence names, disjoint, both non-empty.
@@ -76,7 +79,12 @@ def split_sequences(
             f"prepare: the train/val split is by whole sequence and needs at least 2 sequences, "
             f"got {len(names)} ({', '.join(names) or 'none'}); add footage or more synthetic sequences"
         )
+    pinned = sorted(set(train_only) & set(names))
     if val_sequences:
+        pseudo = sorted(set(val_sequences) & set(pinned))
+        if pseudo:
+            raise ConfigError(f"prepare.val_sequences: {', '.join(map(repr, pseudo))} are pseudo-labelled "
+                              "(labels: pseudo); validation scores people's labels only, name labelled sequences")
         unknown = sorted(set(val_sequences) - set(names))
         if unknown:
             raise ConfigError(
@@ -92,9 +100,13 @@ def split_sequences(
         return train, val
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"prepare.val_fraction must be in (0, 1), got {val_fraction}")
-    n_val = min(max(1, round(len(names) * val_fraction)), len(names) - 1)
-    chosen = np.random.default_rng(seed).choice(len(names), size=n_val, replace=False)
-    val = sorted(names[i] for i in chosen)
+    labelled = [n for n in names if n not in set(pinned)]
+    if not labelled:
+        raise MotopsError(f"prepare: every sequence is pseudo-labelled ({', '.join(names)}); validation needs "
+                          "footage labelled by people")
+    n_val = min(max(1, round(len(labelled) * val_fraction)), len(names) - 1, len(labelled))
+    chosen = np.random.default_rng(seed).choice(len(labelled), size=n_val, replace=False)
+    val = sorted(labelled[i] for i in chosen)
     train = [n for n in names if n not in set(val)]
     return train, val
 
@@ -162,6 +174,39 @@ def yolo_labels(
     return out[ok]
 
 
+def ignore_boxes(rows: pl.DataFrame, class_map: Mapping[int, int] = DEFAULT_CLASS_MAP) -> np.ndarray:
+    """``(K, 4)`` xyxy image pixels of one frame's rows that are of a trained class but not scored (``conf`` 0).
+
+    Such a box is a person nobody vouches for (a pseudo-label the champion was unsure of, a CVAT
+    box left *ignored*): training neither as a person nor as background, it is masked out.
+    """
+    kept = rows.filter((pl.col("conf") <= 0) & pl.col("class").is_in(list(class_map)))
+    if kept.height == 0:
+        return np.zeros((0, 4))
+    x0, y0 = kept["left"].to_numpy() - 1.0, kept["top"].to_numpy() - 1.0
+    return np.stack([x0, y0, x0 + kept["width"].to_numpy(), y0 + kept["height"].to_numpy()], axis=1)
+
+
+def write_masked(src: Path, dst: Path, boxes: np.ndarray) -> None:
+    """Copy the image ``src`` to ``dst`` with ``boxes`` (xyxy pixels) filled with the letterbox grey (114).
+
+    Raises:
+        DataFormatError: ``src`` cannot be decoded.
+    """
+    import cv2
+
+    image = cv2.imread(str(src), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataFormatError(src, "cannot decode the image")
+    h, w = image.shape[:2]
+    for x0, y0, x1, y1 in boxes:
+        image[max(0, int(y0)):min(h, int(np.ceil(y1))), max(0, int(x0)):min(w, int(np.ceil(x1)))] = 114
+    if dst.exists():
+        dst.unlink()
+    if not cv2.imwrite(str(dst), image):
+        raise DataFormatError(dst, "cannot write the masked image")
+
+
 def _format_labels(labels: np.ndarray) -> str:
     return "".join(f"{int(c)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n" for c, cx, cy, w, h in labels)
 
@@ -219,7 +264,9 @@ def build_yolo_dataset(
     ``out_dir/images`` and ``out_dir/labels`` are replaced (so are Ultralytics' label
     caches inside them); other contents of ``out_dir`` are left alone. An image whose
     boxes were all filtered out keeps an empty label file: Ultralytics then trains on it
-    as background.
+    as background. Rows of a trained class with ``conf`` 0 (uncertain pseudo-labels, boxes left
+    *ignored* in CVAT) are masked out of their image (:func:`ignore_boxes`), so they train
+    neither as a person nor as background.
 
     Args:
         sequences: Sequence table (``SEQUENCE_SCHEMA``): ``path``, ``length``, ``width``,
@@ -274,7 +321,7 @@ def build_yolo_dataset(
             row = by_name[name]
             jobs.append((side, row, clip_frames(int(row["length"]), clip_length, clip_stride)))
 
-    counts = {side: {"images": 0, "boxes": 0} for side in ("train", "val")}
+    counts = {side: {"images": 0, "boxes": 0, "masked": 0} for side in ("train", "val")}
     total = sum(len(frames) for _, _, frames in jobs)
     with tqdm(total=total, disable=not progress, unit="image", desc="prepare detector set") as bar:
         for side, row, frames in jobs:
@@ -291,8 +338,13 @@ def build_yolo_dataset(
                 if not src.is_file():
                     raise DataFormatError(src, f"frame {frame} of sequence '{name}' is missing")
                 stem = f"{name}_{frame:06d}"
-                link_or_copy(src, img_dir / f"{stem}{src.suffix}")
                 rows = by_frame.get(frame)
+                masked = ignore_boxes(rows, class_map) if rows is not None else np.zeros((0, 4))
+                if len(masked):
+                    write_masked(src, img_dir / f"{stem}{src.suffix}", masked)
+                    counts[side]["masked"] += len(masked)
+                else:
+                    link_or_copy(src, img_dir / f"{stem}{src.suffix}")
                 labels = (
                     np.zeros((0, 5))
                     if rows is None

@@ -24,7 +24,7 @@ line           Int64      1-based line number of the row in ``file``
 column        dtype           meaning
 ============  ==============  ===============================================
 sequence      Utf8            sequence name (matches ``annotations.sequence``)
-source        Utf8            where it came from: ``synthetic``, ``mot``, ``cvat``, ``visdrone``
+source        Utf8            where it came from: ``synthetic``, ``mot``, ``cvat``, ``visdrone``; ``pseudo``: champion
 path          Utf8            the sequence folder (MOTChallenge layout)
 length        Int64           number of frames (``seqLength``)
 width         Int64           image width, pixels (``imWidth``)

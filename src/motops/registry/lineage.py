@@ -13,6 +13,9 @@ key                                value
 ``motops.dvc.data.<path>``         md5 DVC recorded for each data path the data stages read or
                                    wrote (code paths are covered by the commit)
 ``motops.lib.<name>``              versions of python, motops, mlflow and the runtime libraries
+``motops.pseudo_labelled``         the pseudo-labelled batches trained on, comma-separated (``none``)
+``motops.pseudo.<batch>``          which engine labelled it, share of boxes left uncertain, reviews
+                                   applied (:func:`pseudo_tags`)
 =================================  ===============================================================
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import logging
 import re
 import subprocess
@@ -167,3 +171,35 @@ def lineage_tags(repo_dir: str | Path, *, data_stages: Iterable[str] = DATA_STAG
         MotopsError: ``dvc.lock`` exists but cannot be read as a DVC lock file.
     """
     return {**git_state(repo_dir), **dvc_lock_tags(repo_dir, data_stages), **version_tags()}
+
+
+def pseudo_tags(params: Any, root: str | Path = ".") -> dict[str, str]:
+    """Which sources of ``data.sources`` were pseudo-labelled, and by which engine (their ``pseudo.json``).
+
+    Args:
+        params: The params (``data.sources`` entries with ``labels: pseudo`` are read).
+        root: Project root the source paths are relative to.
+
+    Returns:
+        ``{"motops.pseudo_labelled": "a, b" or "none", "motops.pseudo.<batch>": "champion ...; ..."}``.
+    """
+    names, tags = [], {}
+    for source in params.data.sources:
+        if isinstance(source, str) or getattr(source, "labels", "gt") != "pseudo":
+            continue
+        folder = Path(root) / source.path
+        name = folder.name
+        names.append(name)
+        record_file = folder / "pseudo.json"
+        if not record_file.is_file():
+            tags[f"{PREFIX}pseudo.{name}"] = "pseudo.json missing"
+            continue
+        record = json.loads(record_file.read_text(encoding="utf-8"))
+        stats = record.get("stats", {})
+        reviews = record.get("reviews_applied", [])
+        tags[f"{PREFIX}pseudo.{name}"] = (
+            f"labelled by {record.get('champion') or 'unknown'}; {stats.get('boxes', '?')} boxes, "
+            f"{stats.get('uncertain_share', 0):.1%} uncertain; {len(reviews)} review(s) applied"
+        )
+    tags[f"{PREFIX}pseudo_labelled"] = ", ".join(names) or "none"
+    return {_TAG_UNSAFE.sub("_", k): v for k, v in tags.items()}

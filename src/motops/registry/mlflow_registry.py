@@ -537,6 +537,7 @@ def register(
     params: RegistryParams | Params,
     training: Mapping[str, Any] | None = None,
     root: str | Path | None = None,
+    checkpoints: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Log an evaluated bundle to MLflow and, when its gate passed, register it as the ``challenger``.
 
@@ -558,6 +559,8 @@ def register(
         plots: Image (or any) files logged under ``plots/``.
         lineage: Tags of :func:`~motops.registry.lineage.lineage_tags`, set on the run and the version.
         params: The ``registry`` section (tracking URI, experiment, model name), or the whole params.
+        checkpoints: Training checkpoints logged under :data:`CHECKPOINT_DIR` of the run (the detector's
+            ``.pt``: the offline labeller runs it at a larger input size than the bundle's fixed ONNX).
         training: Reports of the training and export stages (``{"detector": {...}, ...}``):
             numbers logged as ``train.<stage>.<key>`` metrics, the whole as ``training.json``.
         root: Project root for a relative tracking URI (default: the current directory).
@@ -620,6 +623,9 @@ def register(
         client.log_text(run_id, format_gate_table(gate), "gate.txt")
         for plot in plot_paths:
             client.log_artifact(run_id, str(plot), "plots")
+        for checkpoint in checkpoints:
+            if Path(checkpoint).is_file():
+                client.log_artifact(run_id, str(checkpoint), CHECKPOINT_DIR)
         if not passed:
             reasons = "; ".join(gate.get("failed", [])) or "gate failed"
             logger.warning("gate failed for bundle %s (%s); run %s logged, nothing registered",
@@ -719,6 +725,40 @@ def show(params: RegistryParams | Params, *, root: str | Path | None = None) -> 
 
 
 # --------------------------------------------------------------------------- download
+
+
+#: Run artifact folder of the training checkpoints (``detector.pt``) logged with a registered engine.
+CHECKPOINT_DIR = "training"
+
+
+def download_for_labelling(
+    params: RegistryParams | Params, dst: str | Path, *, alias: str = "champion", root: str | Path | None = None
+) -> dict[str, Any]:
+    """The engine that labels unlabelled footage: the bundle of ``alias`` and, when its run logged it, ``detector.pt``.
+
+    Returns:
+        ``{"version", "model", "bundle", "detector_pt" (None when the run has none)}`` with the
+        files under ``dst``.
+
+    Raises:
+        RegistryError: No version has the alias (no champion yet).
+    """
+    reg = _registry_params(params)
+    client, uri = _client(reg, root)
+    version = _resolve(client, f"models:/{reg.model_name}@{alias}")
+    dst = Path(dst)
+    bundle = download_bundle(f"models:/{reg.model_name}/{version.version}", dst / "bundle", reg, root=root)
+    detector_pt = None
+    if version.run_id:
+        try:
+            with _tracking(uri):
+                local = mlflow.artifacts.download_artifacts(
+                    run_id=version.run_id, artifact_path=CHECKPOINT_DIR, dst_path=str(dst / "pt"), tracking_uri=uri)
+            found = sorted(Path(local).glob("*.pt"))
+            detector_pt = found[0] if found else None
+        except (MlflowException, OSError):
+            detector_pt = None  # registered before checkpoints were logged: the bundle's ONNX labels
+    return {"version": str(version.version), "model": reg.model_name, "bundle": bundle, "detector_pt": detector_pt}
 
 
 def _resolve(client: Any, model_uri: str) -> Any:
