@@ -313,6 +313,63 @@ def test_publisher_writes_the_fleet_bucket_but_deletes_nothing():
     assert not _allowed(dvc, "s3:PutObject", key)
 
 
+def test_policies_enforced_by_an_iam_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same JSON documents attached to IAM users in moto, with moto's IAM enforcement on."""
+    import boto3
+    from botocore.exceptions import ClientError
+    from moto import mock_aws
+    from moto.core.authorization import enable_iam_authentication
+
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "setup")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "setup")
+    root_key = "engines/tuf/stable/1.root.json"
+    with mock_aws():
+        admin = boto3.client("s3", region_name="us-east-1")
+        iam = boto3.client("iam", region_name="us-east-1")
+        for bucket in ("motops-fleet", "mlflow", "dvc"):
+            admin.create_bucket(Bucket=bucket)
+        admin.put_object(Bucket="motops-fleet", Key=root_key, Body=b"{}")
+        admin.put_object(Bucket="mlflow", Key="0/run/artifacts/model.onnx", Body=b"m")
+        clients = {}
+        for user, policies in (("device", ["fleet-read"]), ("publisher", ["fleet-publish", "dvc-readwrite"])):
+            iam.create_user(UserName=user)
+            for policy in policies:
+                arn = iam.create_policy(PolicyName=policy, PolicyDocument=json.dumps(_policy(policy)))["Policy"]["Arn"]
+                iam.attach_user_policy(UserName=user, PolicyArn=arn)
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            clients[user] = boto3.client("s3", region_name="us-east-1", aws_access_key_id=key["AccessKeyId"],
+                                         aws_secret_access_key=key["SecretAccessKey"])
+
+        def denied(call, **kwargs) -> bool:
+            try:
+                call(**kwargs)
+            except ClientError as exc:
+                return exc.response["Error"]["Code"] in ("AccessDenied", "403")
+            return False
+
+        with enable_iam_authentication():
+            device, publisher = clients["device"], clients["publisher"]
+            assert device.get_object(Bucket="motops-fleet", Key=root_key)["Body"].read() == b"{}"
+            with pytest.raises(ClientError) as missing:  # the TUF root probe sees "not found", not "denied"
+                device.get_object(Bucket="motops-fleet", Key="engines/tuf/stable/2.root.json")
+            assert missing.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+            assert denied(device.put_object, Bucket="motops-fleet", Key="engines/tuf/stable/2.root.json", Body=b"x")
+            assert denied(device.delete_object, Bucket="motops-fleet", Key=root_key)
+            assert denied(device.get_object, Bucket="mlflow", Key="0/run/artifacts/model.onnx")
+            assert denied(device.put_object, Bucket="dvc", Key="x", Body=b"x")
+
+            # (HeadBucket needs s3:ListBucket on AWS and MinIO; moto checks a made-up s3:HeadBucket, so list.)
+            publisher.list_objects_v2(Bucket="motops-fleet", Prefix="engines/")
+            device.list_objects_v2(Bucket="motops-fleet", Prefix="engines/")
+            publisher.put_object(Bucket="motops-fleet", Key="engines/motops-tracker/5/manifest.json", Body=b"{}")
+            publisher.put_object(Bucket="dvc", Key="files/md5/ab/cdef", Body=b"d")
+            assert denied(publisher.delete_object, Bucket="motops-fleet", Key=root_key)
+            assert denied(publisher.get_object, Bucket="mlflow", Key="0/run/artifacts/model.onnx")
+            assert denied(publisher.put_object, Bucket="motops-fleet", Key="elsewhere/x", Body=b"x")
+
+
 def test_setup_script_gives_each_user_its_policies(compose):
     setup = (INFRA / "minio" / "setup.sh").read_text()
     users = {}

@@ -218,7 +218,7 @@ def redact_uri(uri: str) -> str:
 
 
 #: MLflow's error codes for the HTTP statuses of an authentication server's refusals.
-_AUTH_CODES: Final = {"UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403}
+_AUTH_CODES: Final = {"UNAUTHENTICATED": 401, "CUSTOMER_UNAUTHORIZED": 401, "PERMISSION_DENIED": 403}
 
 
 def _refusal_status(exc: BaseException) -> int | None:
