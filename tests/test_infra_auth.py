@@ -651,12 +651,13 @@ def test_right_credentials_register_read_and_promote_and_a_reader_cannot(
     with pytest.raises(RegistryAuthError, match="wrong credentials for user 'motops-worker'"):
         show(params)
 
-    # The admin grants the reader EDIT on the model (infra/README.md's command): now it may promote.
+    # The admin grants the reader MANAGE on the model (infra/README.md's command): now it may promote.
+    # (Not EDIT: promotion removes the challenger alias, which MLflow counts as a delete.)
     _as(monkeypatch, "admin", ADMIN_PASSWORD)
     from mlflow.server import get_app_client
 
     get_app_client("basic-auth", tracking_uri=auth_url).grant_user_permission(
-        "viewer", "registered_model", "auth-tracker", "EDIT")
+        "viewer", "registered_model", "auth-tracker", "MANAGE")
     _as(monkeypatch, "viewer", VIEWER_PASSWORD)
     promoted = promote(params, gates, backend="onnxruntime")
     assert promoted["promoted"] is True and promoted["champion"] == "1" and promoted["forced"] is False
