@@ -73,3 +73,34 @@ def project(tmp_path) -> Path:
 def sh():
     """Run a command with the venv's tools first on PATH; fail the test with its output unless asked not to."""
     return run_command
+
+
+# --------------------------------------------------------------------------- infra/ files, parsed
+
+INFRA = ROOT / "infra"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    """infra/compose.yaml, parsed (variables not interpolated)."""
+    from helpers import yaml_docs
+
+    (doc,) = yaml_docs(INFRA / "compose.yaml")
+    return doc
+
+
+@pytest.fixture(scope="module")
+def k8s() -> dict[tuple[str, str], dict]:
+    """Every Kubernetes object under infra/k8s by (kind, name)."""
+    from helpers import yaml_docs
+
+    objects = {}
+    for path in sorted((INFRA / "k8s").glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in yaml_docs(path):
+            assert {"apiVersion", "kind", "metadata"} <= doc.keys(), f"{path}: not a Kubernetes object: {doc}"
+            key = (doc["kind"], doc["metadata"]["name"])
+            assert key not in objects, f"{path}: {key} defined twice"
+            objects[key] = {**doc, "_file": path.name}
+    return objects

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -141,3 +149,70 @@ def write_tiny_bundle(folder: Path, version: str, *, models_dir: Path | None = N
         extra={"made_by": "tests.helpers.write_tiny_bundle"},
     )
 
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(folder: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[SimpleNamespace]:
+    """``mlflow server`` on 127.0.0.1 (SQLite store and local proxied artifacts under ``folder``), started
+    in the background with ``args`` added and ``env`` over the environment (less any ``MLFLOW_*``);
+    stopped, with its worker processes, at the end. Wait for it with :func:`wait_healthy`."""
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    full_env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no job-runner processes: the tests queue no jobs
+    full_env.update(env or {})
+    log = open(folder / "server.log", "wb")  # noqa: SIM115 -- kept open for the server's lifetime
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", *args, "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+         "--artifacts-destination", str(folder / "artifacts")],
+        cwd=folder, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        yield SimpleNamespace(proc=proc, url=f"http://127.0.0.1:{port}", log=folder / "server.log")
+    finally:
+        # The server runs uvicorn in child processes: stop the whole session this helper started.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+
+
+def wait_healthy(server: SimpleNamespace, timeout_s: float) -> str:
+    """``server.url`` once its ``/health`` answers 200; fails the test with the server's log otherwise."""
+    import pytest
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            pytest.fail(f"mlflow server exited ({server.proc.returncode}):\n{server.log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return server.url
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"mlflow server not healthy after {timeout_s} s:\n{server.log.read_text()[-3000:]}")
+
+
+def yaml_docs(path: Path) -> list[dict]:
+    """The YAML documents of ``path`` (empty ones dropped); fails when there is none."""
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    assert docs, f"{path} holds no YAML document"
+    return docs

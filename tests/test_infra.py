@@ -11,39 +11,11 @@ import configparser
 import shlex
 from pathlib import Path
 
-import pytest
 import yaml
 
 from motops.config import load_params
 
 INFRA = Path(__file__).resolve().parents[1] / "infra"
-
-
-def _docs(path: Path) -> list[dict]:
-    docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-    assert docs, f"{path} holds no YAML document"
-    return docs
-
-
-@pytest.fixture(scope="module")
-def compose() -> dict:
-    (doc,) = _docs(INFRA / "compose.yaml")
-    return doc
-
-
-@pytest.fixture(scope="module")
-def k8s() -> dict[tuple[str, str], dict]:
-    """Every Kubernetes object under infra/k8s by (kind, name)."""
-    objects = {}
-    for path in sorted((INFRA / "k8s").glob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
-        for doc in _docs(path):
-            assert {"apiVersion", "kind", "metadata"} <= doc.keys(), f"{path}: not a Kubernetes object: {doc}"
-            key = (doc["kind"], doc["metadata"]["name"])
-            assert key not in objects, f"{path}: {key} defined twice"
-            objects[key] = {**doc, "_file": path.name}
-    return objects
 
 
 def _env_names(container: dict) -> set[str]:
@@ -69,7 +41,8 @@ def test_compose_has_the_stack_with_images_ports_and_dependencies(compose):
     assert services["mlflow"]["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
     assert services["mlflow"]["depends_on"]["create-buckets"]["condition"] == "service_completed_successfully"
 
-    buckets = " ".join(services["create-buckets"]["command"])
+    assert services["create-buckets"]["entrypoint"] == ["/bin/sh", "/minio/setup.sh"]
+    buckets = (INFRA / "minio" / "setup.sh").read_text()
     assert all(b in buckets for b in ("local/mlflow", "local/dvc", "local/motops-fleet"))
     prefect_db = services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
     assert prefect_db.startswith("postgresql+asyncpg://") and prefect_db.endswith("@postgres:5432/prefect")

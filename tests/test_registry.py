@@ -8,23 +8,17 @@ once for the module while they are built.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
 import pytest
-from helpers import scene, write_tiny_bundle
+from helpers import mlflow_server, scene, wait_healthy, write_tiny_bundle
 
 from motops.config import GatesParams, Params, RegistryParams, flatten_params
 from motops.errors import ConfigError, MotopsError
@@ -218,39 +212,11 @@ def test_lineage_outside_a_repository(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the MLflow server
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def _server(tmp_path_factory: pytest.TempPathFactory):
     """``mlflow server`` (SQLite store, proxied local artifacts) starting in the background."""
-    folder = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    log = open(folder / "server.log", "wb")  # noqa: SIM115 -- kept open for the server's lifetime
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no job-runner processes: the tests queue no jobs
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-         "--artifacts-destination", str(folder / "artifacts")],
-        cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        yield SimpleNamespace(proc=proc, url=f"http://127.0.0.1:{port}", log=folder / "server.log")
-    finally:
-        # The server runs uvicorn in child processes: stop the whole session this test started.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -268,18 +234,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 @pytest.fixture(scope="module")
 def server_url(_server: SimpleNamespace, bundles: SimpleNamespace) -> str:
     """The server's URL once ``/health`` answers (the bundles are built while it starts)."""
-    deadline = time.monotonic() + HEALTH_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if _server.proc.poll() is not None:
-            pytest.fail(f"mlflow server exited ({_server.proc.returncode}):\n{_server.log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{_server.url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return _server.url
-        except OSError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"mlflow server not healthy after {HEALTH_TIMEOUT_S} s:\n{_server.log.read_text()[-3000:]}")
+    return wait_healthy(_server, HEALTH_TIMEOUT_S)
 
 
 def _client(url: str):

@@ -23,12 +23,22 @@ relative SQLite path taken from the project root (:func:`tracking_uri`); the sam
 as the registry. New experiments of a local SQLite store keep their artifacts next to the
 database (``mlartifacts/``) unless ``registry.artifact_location`` says otherwise; a tracking
 server chooses its own.
+
+Credentials: a server started with MLflow's basic-auth app (``infra/``) is reached with
+MLflow's own ``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD`` (or
+``MLFLOW_TRACKING_TOKEN``), which MLflow's client reads from the environment on every request;
+nothing here copies, drops or logs them. A refusal (401: wrong or missing credentials; 403: the
+user lacks the permission) raises :class:`RegistryAuthError` in one line naming the server, the
+user and the variables to set, never the password. URIs are shown with any ``user:password@``
+removed (:func:`redact_uri`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
+import inspect
 import json
 import logging
 import os
@@ -36,10 +46,11 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 import mlflow.artifacts
@@ -94,6 +105,18 @@ _METRICS_PER_BATCH: Final = 1000
 
 class RegistryError(MotopsError):
     """The registry is not in the state an operation needs (no challenger, no previous, a bad download...)."""
+
+
+class RegistryAuthError(RegistryError):
+    """The MLflow server refused the request: no or wrong credentials (401), or no permission (403).
+
+    Attributes:
+        status: The HTTP status, 401 or 403.
+    """
+
+    def __init__(self, message: str, status: int) -> None:
+        self.status = status
+        super().__init__(message)
 
 
 class PromotionRefused(RegistryError):
@@ -180,6 +203,90 @@ def _registry_params(params: Any) -> RegistryParams:
     if isinstance(section, RegistryParams):
         return section
     raise ConfigError(f"params: expected RegistryParams (params.registry) or Params, got {type(params).__name__}")
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with the password of any ``user:password@`` part replaced by ``***``, for messages and output."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+#: MLflow's error codes for the HTTP statuses of an authentication server's refusals.
+_AUTH_CODES: Final = {"UNAUTHENTICATED": 401, "CUSTOMER_UNAUTHORIZED": 401, "PERMISSION_DENIED": 403}
+
+
+def _refusal_status(exc: BaseException) -> int | None:
+    """401 or 403 when ``exc`` (or an exception it was raised from) is the server refusing the caller."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        # REST calls: MlflowException with the code MLflow maps the HTTP status to.
+        status = _AUTH_CODES.get(str(getattr(current, "error_code", "")))
+        # Artifact uploads/downloads through the server's proxy: requests' HTTPError.
+        response = getattr(current, "response", None)
+        status = status or getattr(response, "status_code", None)
+        if status in (401, 403):
+            return status
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _auth_message(status: int, uri: str, action: str) -> str:
+    """One line: which server refused whom, doing what, and which variables to set (never the password)."""
+    where = f"MLflow at {redact_uri(uri)}"
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME", "").strip()
+    token = bool(os.environ.get("MLFLOW_TRACKING_TOKEN", "").strip())
+    if status == 403:
+        who = f"user {user!r}" if user else "this user"
+        return (f"{where} refused to {action}: {who} lacks the permission (403); an MLflow admin grants it "
+                "(infra/README.md, 'Who may do what')")
+    if not user and not token:
+        return (f"{where} refused to {action}: it needs credentials (401) and none are set; set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    who = f"user {user!r}" if user else "the token in MLFLOW_TRACKING_TOKEN"
+    return (f"{where} refused to {action}: wrong credentials for {who} (401); check MLFLOW_TRACKING_USERNAME "
+            "and MLFLOW_TRACKING_PASSWORD")
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _explains_refusals(action: str) -> Callable[[_F], _F]:
+    """Turn a 401/403 from the MLflow server inside the decorated function into a :class:`RegistryAuthError`.
+
+    The server's URI comes from the call's ``params`` and ``root`` arguments, as the function
+    resolves it (:func:`tracking_uri`).
+    """
+
+    def decorate(func: _F) -> _F:
+        signature = inspect.signature(func)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except (MlflowException, OSError) as exc:
+                # requests' HTTPError is an OSError; MlflowException covers the REST store.
+                status = _refusal_status(exc)
+                if status is None:
+                    raise
+                bound = signature.bind_partial(*args, **kwargs).arguments
+                try:
+                    uri = tracking_uri(bound["params"], bound.get("root"))
+                except (KeyError, MotopsError):
+                    uri = os.environ.get("MLFLOW_TRACKING_URI", "the tracking URI")
+                raise RegistryAuthError(_auth_message(status, uri, action), status) from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def _client(params: RegistryParams, root: str | Path | None) -> tuple[Any, str]:
@@ -493,7 +600,7 @@ def _experiment_id(client: Any, params: RegistryParams, uri: str, root: str | Pa
     experiment = client.get_experiment_by_name(params.experiment)
     if experiment is not None:
         if experiment.lifecycle_stage != "active":
-            raise RegistryError(f"MLflow experiment '{params.experiment}' at {uri} is deleted; restore it "
+            raise RegistryError(f"MLflow experiment '{params.experiment}' at {redact_uri(uri)} is deleted; restore it "
                                 "(mlflow experiments restore) or set registry.experiment to another name")
         return experiment.experiment_id
     try:
@@ -506,6 +613,7 @@ def _experiment_id(client: Any, params: RegistryParams, uri: str, root: str | Pa
         return experiment.experiment_id
 
 
+@_explains_refusals("look up registered versions")
 def find_version_by_digest(
     params: RegistryParams | Params, digest: str, *, root: str | Path | None = None
 ) -> str | None:
@@ -526,6 +634,7 @@ def _quoted(name: str) -> str:
     return name.replace("'", "\\'")
 
 
+@_explains_refusals("log a run or register a model version")
 def register(
     bundle_dir: str | Path,
     *,
@@ -666,6 +775,7 @@ def register(
 # --------------------------------------------------------------------------- read
 
 
+@_explains_refusals("read the champion")
 def champion_metrics(params: RegistryParams | Params, *, root: str | Path | None = None) -> dict[str, Any] | None:
     """The combined metrics of the version with alias ``champion``.
 
@@ -689,6 +799,7 @@ def _created(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+@_explains_refusals("read the registered model")
 def show(params: RegistryParams | Params, *, root: str | Path | None = None) -> dict[str, Any]:
     """The registered model and its versions, newest first, as JSON-able data.
 
@@ -704,7 +815,7 @@ def show(params: RegistryParams | Params, *, root: str | Path | None = None) -> 
     client, uri = _client(params, root)
     name = params.model_name
     if not _model_exists(client, name):
-        return {"model": name, "tracking_uri": uri, "exists": False, "aliases": {}, "versions": []}
+        return {"model": name, "tracking_uri": redact_uri(uri), "exists": False, "aliases": {}, "versions": []}
     # search_model_versions leaves the aliases out: they come from the registered model.
     aliases = {alias: str(version) for alias, version in client.get_registered_model(name).aliases.items()}
     versions = client.search_model_versions(f"name = '{_quoted(name)}'")
@@ -720,7 +831,7 @@ def show(params: RegistryParams | Params, *, root: str | Path | None = None) -> 
             "status": v.status,
             "created": _created(v.creation_timestamp),
         })
-    return {"model": name, "tracking_uri": uri, "exists": True, "aliases": dict(sorted(aliases.items())),
+    return {"model": name, "tracking_uri": redact_uri(uri), "exists": True, "aliases": dict(sorted(aliases.items())),
             "versions": rows}
 
 
@@ -798,6 +909,7 @@ def _bundle_inside(model_dir: Path) -> Path:
                         f"artifacts/ holding {MANIFEST_FILE})")
 
 
+@_explains_refusals("download a registered model")
 def download_bundle(
     model_uri: str, dst: str | Path, params: RegistryParams | Params, *, root: str | Path | None = None
 ) -> Path:
@@ -861,6 +973,7 @@ def download_bundle(
 # --------------------------------------------------------------------------- aliases
 
 
+@_explains_refusals("move the champion alias")
 def promote(
     params: RegistryParams | Params,
     gates: GatesParams,
@@ -936,6 +1049,7 @@ def promote(
             "reason": reason.strip() if forced else None, "gate": gate}  # type: ignore[union-attr]
 
 
+@_explains_refusals("move the champion alias")
 def rollback(params: RegistryParams | Params, *, root: str | Path | None = None) -> dict[str, Any]:
     """Give ``champion`` back to the ``previous`` version.
 
