@@ -179,18 +179,20 @@ def motops_params(raw: Path, overrides: list[str], sources: list[dict[str, Any]]
     """``params.yaml`` with the footage as its only source, the val sequence named, and ``overrides`` on top.
 
     ``sources``: the ``data.sources`` entries instead of ``raw`` alone. A relative
-    ``detector.weights`` is made absolute against the repository (the stages resolve it against
-    their ``root``, which is the work folder here).
+    ``detector.weights`` or ``reid.weights`` is made absolute against the repository (the stages
+    resolve them against their ``root``, which is the work folder here).
     """
     from motops.config import load_params
 
     source = json.dumps(sources or [{"format": "mot", "path": str(raw)}])
     sets = [f"data.sources={source}", f"prepare.val_sequences=[{VAL_SEQ}]", *overrides]
     params = load_params(ROOT / "params.yaml", sets)
-    weights = params.detector.weights
-    if weights and not Path(weights).is_absolute():
-        params = load_params(ROOT / "params.yaml", [*sets, f"detector.weights={json.dumps(str(ROOT / weights))}"])
-    return params
+    absolute = [
+        f"{key}={json.dumps(str(ROOT / weights))}"
+        for key, weights in (("detector.weights", params.detector.weights), ("reid.weights", params.reid.weights))
+        if weights and not Path(weights).is_absolute()
+    ]
+    return load_params(ROOT / "params.yaml", [*sets, *absolute]) if absolute else params
 
 
 def run_motops(raw: Path, root: Path, overrides: list[str], skip_validate: bool,
