@@ -53,35 +53,30 @@ def _footage(out: Path, frames: int, seed: int, people: int, fps: float) -> Path
 
 
 def _old_reid(work: Path) -> Any:
-    """The previous default net as ONNX (untrained; same graph, so the same time), loaded like the bundle's."""
-    import torch
-
-    from motops.models.reid import ReIDNet
+    """The previous default net, untrained (same graph, so the same time), exported and loaded like the bundle's."""
+    from motops.export.onnx_export import export_reid
+    from motops.models.reid import ReIDNet, reid_meta, save_reid
     from motops.tracking.backends import load_reid
 
     net = ReIDNet(OLD_NET["embedding_dim"], stem_channels=OLD_NET["stem_channels"],
-                  stage_channels=OLD_NET["stage_channels"]).eval()
-    path = work / "old_reid.onnx"
-    dummy = torch.zeros((2, 3, *OLD_NET["input_size"]))
-    torch.onnx.export(net, dummy, str(path), input_names=["images"], output_names=["embeddings"],
-                      dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}}, opset_version=17,
-                      dynamo=False)
-    return load_reid(path, backend="onnxruntime", raw_bgr=True)
+                  stage_channels=OLD_NET["stage_channels"])
+    checkpoint = save_reid(work / "old_reid.pt", net, reid_meta(net, height=OLD_NET["input_size"][0],
+                                                                 width=OLD_NET["input_size"][1]))
+    path = export_reid(checkpoint, work / "old_reid.onnx", opset=17, dynamic_batch=True, simplify=False)
+    return load_reid(path, backend="onnxruntime")
 
 
-def _motops(engine_dir: Path, img_dir: Path, out: Path, reid: Any | str) -> tuple[Any, dict[str, Any]]:
-    """Track with the bundle; ``reid`` ``"bundle"`` (its ReID), ``None`` (motion only) or a loaded ReID."""
+def _motops(engine: Any, img_dir: Path, out: Path, reid: Any | str) -> tuple[Any, dict[str, Any]]:
+    """Track with the loaded bundle; ``reid`` ``"bundle"`` (its ReID), ``None`` (motion only) or a loaded ReID."""
     from motops.data.mot import read_mot_txt
-    from motops.export.bundle import load_bundle
     from motops.tracking.runner import track_source
 
-    engine = load_bundle(engine_dir, backend="onnxruntime")
     kwargs = engine.track_kwargs()
     kwargs["tracker"] = "botsort"
     params = dict(kwargs.get("tracker_params") or {})
     if reid == "bundle":
         if engine.reid is None:
-            raise SystemExit(f"{engine_dir}: the bundle has no ReID model; export one first")
+            raise SystemExit(f"{engine.path}: the bundle has no ReID model; export one first")
         kwargs["reid"] = engine.reid
         params["with_reid"] = True
     elif reid is None:
@@ -138,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             for rep in range(args.repeats):
                 for name, reid in (("motops motion", None), ("motops appearance", "bundle"),
                                    ("motops appearance, old net", old)):
-                    tracks, s = _motops(args.engine, img_dir, work / f"out{people}-{rep}-{len(runs)}", reid)
+                    tracks, s = _motops(engine, img_dir, work / f"out{people}-{rep}-{len(runs)}", reid)
                     lat = s["latency_ms"]
                     runs.setdefault(name, []).append({
                         "fps": s["fps"], "frame_ms": lat["frame"]["mean"], "detect_ms": lat["detect"]["mean"],
