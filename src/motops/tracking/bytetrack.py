@@ -48,7 +48,7 @@ import numpy as np
 from motops.tracking.gmc import CameraMotion
 from motops.tracking.kalman import KalmanFilter
 from motops.tracking.matching import iou_matrix, linear_assignment
-from motops.tracking.trackers import REFERENCE_FPS, ReidFn, TrackerParams, check_warp
+from motops.tracking.trackers import ReidFn, TrackerParams, check_warp
 from motops.tracking.types import CLS, CONF, as_detections, empty_tracks
 
 # The fixed thresholds of ByteTrack's later stages (not in params.yaml, as in both papers' code).
@@ -114,10 +114,10 @@ class ByteTracker:
         self.name = name
         self.params = params
         self.frame_rate = frame_rate
-        self.uses_appearance = name == "botsort" and params.with_reid and reid is not None
+        self.uses_appearance = params.uses_appearance(name, reid)
         self._reid = reid if self.uses_appearance else None
         self._kf = KalmanFilter("xywh" if name == "botsort" else "xyah")
-        self._max_lost = int(frame_rate / REFERENCE_FPS * params.track_buffer)
+        self._max_lost = params.max_frames_lost(frame_rate)
         compensate = name == "botsort" and params.gmc_method != "none"
         self.gmc = CameraMotion(params.gmc_method) if compensate else None
         self.reset()

@@ -161,6 +161,15 @@ class TrackerParams:
             )
 
 
+    def max_frames_lost(self, frame_rate: float) -> int:
+        """Frames a lost track is kept at ``frame_rate``: ``track_buffer`` is stated at :data:`REFERENCE_FPS`."""
+        return int(frame_rate / REFERENCE_FPS * self.track_buffer)
+
+    def uses_appearance(self, name: str, reid: ReidFn | None) -> bool:
+        """Whether tracker ``name`` calls ``reid``: BoT-SORT with ``with_reid`` and a callable."""
+        return name == "botsort" and self.with_reid and reid is not None
+
+
 TRACKER_PARAM_NAMES: Final = tuple(f.name for f in dataclasses.fields(TrackerParams))
 
 
@@ -219,7 +228,7 @@ class UltralyticsTracker:
         self.name = name
         self.params = params
         self.frame_rate = frame_rate
-        self.uses_appearance = name == "botsort" and params.with_reid and reid is not None
+        self.uses_appearance = params.uses_appearance(name, reid)
         self._reid = reid if self.uses_appearance else None
         args = types.SimpleNamespace(
             **dataclasses.asdict(params),
@@ -236,7 +245,7 @@ class UltralyticsTracker:
             self._impl.gmc = _GivenWarp(self._impl.gmc)
         self._gmc_sized = False
         self._removed = TrackState.Removed
-        self._max_frames_lost = int(frame_rate / REFERENCE_FPS * params.track_buffer)
+        self._max_frames_lost = params.max_frames_lost(frame_rate)
         self._impl.max_frames_lost = self._max_frames_lost
         self._frame_index = 0
 
