@@ -15,8 +15,9 @@ Rows, one run, each the motops stages (ingest ... evaluate, ``bench/real_footage
   ``pseudo_labels`` as in ``params.yaml``: forward and backward tracking, interpolation,
   consistency filter; uncertain boxes flag 0), and the pipeline trains on 1-200 plus those
   (validated on 401-530 only). The same frames are also labelled at ``--larger-imgsz`` from the
-  champion's ``detector.pt``, measured only (speed and quality). The gate
-  (``gates``) decides against the champion's scores as the ``gate`` stage would;
+  champion's ``detector.pt``, measured only (speed and quality). The gate (``gates``) decides
+  against the champion as the ``gate`` stage would: scores from each row's evaluation, FPS of
+  both release bundles timed in turns in this run (``gates.same_run_fps``);
 * ``labelled + full gt`` (the ceiling): 201-400 with their real ground truth.
 
 Also measured: the labelling speed and the pseudo-labels against the real ground truth of
@@ -154,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pseudo_labels.json")
     args = parser.parse_args(argv)
     os.environ.setdefault("YOLO_OFFLINE", "1")
+    from motops.config import load_params
     from motops.errors import MotopsError
+    from motops.evaluation.speed import paired_fps
     from motops.registry.gates import evaluate_gate
 
     try:
@@ -200,6 +203,16 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row("labelled + pseudo-labelled", "B",
                         [*base, {"format": "mot", "path": str(work / "pseudo-0"), "labels": "pseudo"}]))
         rows.append(row("labelled + full gt (ceiling)", "C", [*base, {"format": "mot", "path": str(truth_root)}]))
+        # the gate stage's same-run timing: the champion's bundle beside the challenger's, on the val frames
+        gates = load_params(ROOT / "params.yaml").gates
+        print(f"\n== gate: timing the challenger and the champion in turns ({gates.fps_frames} frames, "
+              f"{gates.fps_rounds} rounds each) ==", flush=True)
+        same_run = paired_fps({"challenger": work / "B" / "models" / "release",
+                               "champion": work / "A" / "models" / "release"}, val_seq,
+                              backend=rows[1]["eval"]["backend"], max_frames=gates.fps_frames,
+                              rounds=gates.fps_rounds)
+        print(f"same run: challenger {same_run['fps']['challenger']:.1f} FPS, champion "
+              f"{same_run['fps']['champion']:.1f} FPS (rounds {same_run['runs']})", flush=True)
     except MotopsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -208,11 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     total_min = (time.perf_counter() - started) / 60
 
-    from motops.config import load_params
-
-    gates = load_params(ROOT / "params.yaml").gates
     champion, challenger = rows[0]["eval"], rows[1]["eval"]
-    gate = evaluate_gate(challenger, gates, backend=challenger["backend"], champion=champion)
+    gate = evaluate_gate(challenger, gates, backend=challenger["backend"], champion=champion, same_run_fps=same_run)
     a, b, c = (r["idf1"] for r in rows)
     closed = (b - a) / (c - a) if c != a else None
     print(f"\n{'row':30s} {'train min':>9s} {'HOTA':>6s} {'MOTA':>6s} {'IDF1':>6s} {'IDSW':>5s} {'FPS':>6s}")
@@ -235,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": rows,
         "idf1_gap_closed": closed,
         "gate_vs_champion": gate,
+        "gate_same_run_fps": same_run,
         "metrics": list(METRICS),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -308,3 +308,21 @@ def test_evaluate_stage_script_applies_track_overrides_and_refuses_unused_keys(
     assert "over the bundle's tracker.yaml: track.with_reid=true" in capsys.readouterr().out
     release = yaml.safe_load((project / "models" / "release" / "tracker.yaml").read_text())
     assert release["with_reid"] is True
+
+
+def test_paired_fps_times_each_bundle_in_turns_on_the_same_frames(kit: dict[str, Path]) -> None:
+    """The gate's same-run timing: every bundle tracks the same frames once per round."""
+    from motops.errors import ConfigError
+    from motops.evaluation.speed import paired_fps
+
+    bundles = {"challenger": kit["reid_on"], "champion": kit["motion"]}
+    timed = paired_fps(bundles, kit["seq"], backend="onnxruntime", max_frames=4, rounds=3, warmup_frames=1)
+    assert (timed["frames"], timed["rounds"]) == (4, 3)
+    assert set(timed["fps"]) == set(timed["runs"]) == {"challenger", "champion"}
+    for name, runs in timed["runs"].items():
+        assert len(runs) == 3 and all(v > 0 for v in runs)
+        assert timed["fps"][name] == sorted(runs)[1]  # the median round
+    with pytest.raises(ConfigError, match="expected two or more"):
+        paired_fps({"challenger": kit["reid_on"]}, kit["seq"])
+    with pytest.raises(ConfigError, match="rounds=0"):
+        paired_fps(bundles, kit["seq"], rounds=0)

@@ -54,6 +54,8 @@ SHORT = {
     ("gates", "fps_min"): {"onnxruntime": 0.1, "tensorrt": 0.1, "torch": 0.1},
     # tiny, barely trained models: any regression against the champion is noise here
     ("gates", "max_regression"): 1.0,
+    ("gates", "fps_frames"): 10,
+    ("gates", "fps_rounds"): 1,
     ("orchestration", "retries"): 0,
 }
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,6 +213,11 @@ def test_user_journey(pipeline_project, sh, s3_endpoint, tmp_path, monkeypatch):
         assert (project / "data/raw/week-48.dvc").is_file() and len(result["commits"]) == 2
         assert sh(["git", "status", "--porcelain", "dvc.lock", "params.yaml"], project).stdout == ""
         assert nothing["ran"] is False and "no new footage" in nothing["message"]
+        # the gate timed the new engine beside the champion's (version 1) in the same run
+        gate = json.loads((project / "metrics" / "gate.json").read_text())
+        timed = gate["same_run_fps"]
+        assert set(timed["fps"]) == {"challenger", "champion"} and timed["frames"] == 10, timed
+        assert "same run" in next(r for r in gate["rules"] if r["rule"] == "fps_regression")["note"]
 
         # the new champion reaches the device
         _motops(sh, project, "promote")

@@ -101,6 +101,27 @@ def test_champion_regression_math() -> None:
     assert [r["rule"] for r in low["rules"] if not r["passed"]] == ["idf1_min"]
 
 
+def test_same_run_timing_decides_the_fps_regression() -> None:
+    """A champion timed in another run is not the yardstick when both were timed side by side."""
+    champion = {"idf1": 0.70, "fps": 40.0}  # registered on a quiet day
+    busy = {"fps": {"challenger": 29.5, "champion": 30.0}, "frames": 150, "rounds": 3}
+    gate = evaluate_gate(_metrics(fps=29.8), GATES, backend="onnxruntime", champion=champion, same_run_fps=busy)
+    rule = _rule(gate, "fps_regression")
+    assert gate["passed"], gate["failed"]
+    assert (rule["value"], rule["champion"]) == (29.5, 30.0) and math.isclose(rule["threshold"], 29.4)
+    assert "same run (150 frames, median of 3 rounds)" in rule["note"] and "registered: 40.00" in rule["note"]
+    # the registered figures alone would have refused it on the day's noise
+    assert not evaluate_gate(_metrics(fps=29.8), GATES, backend="onnxruntime", champion=champion)["passed"]
+    # and a challenger slower than the champion beside it fails, whatever the registered figures say
+    slower = {"fps": {"challenger": 25.0, "champion": 30.0}, "frames": 150, "rounds": 3}
+    gate = evaluate_gate(_metrics(fps=50.0), GATES, backend="onnxruntime", champion=champion, same_run_fps=slower)
+    assert [r["rule"] for r in gate["rules"] if not r["passed"]] == ["fps_regression"]
+    assert "FPS 25.00 regresses against the champion's 30.00" in gate["failed"][0]
+    with pytest.raises(MotopsError, match=r"same_run_fps\['fps'\]: no 'champion'"):
+        evaluate_gate(_metrics(), GATES, backend="onnxruntime", champion=champion,
+                      same_run_fps={"fps": {"challenger": 20.0}})
+
+
 def test_backend_missing_from_fps_min_skips_the_rule_with_a_note() -> None:
     gate = evaluate_gate(_metrics(fps=0.5), GATES, backend="torch", champion=None)
     rule = _rule(gate, "fps_min")
@@ -243,11 +264,14 @@ def _client(url: str):
     return MlflowClient(tracking_uri=url, registry_uri=url)
 
 
-def _register(bundle: Path, metrics: dict, params: RegistryParams, *, champion: dict | None = None, **kw) -> dict:
+def _register(bundle: Path, metrics: dict, params: RegistryParams, *, champion: dict | None = None,
+              same_run: dict | None = None, **kw) -> dict:
     """The gate and register stages in one: the gate against ``champion``, then ``register``."""
     from motops.registry.mlflow_registry import register
 
-    gate = evaluate_gate(metrics, GATES, backend="onnxruntime", champion=champion)
+    gate = evaluate_gate(metrics, GATES, backend="onnxruntime", champion=champion, same_run_fps=same_run)
+    if same_run is not None:
+        gate["same_run_fps"] = same_run
     kwargs = {"params_flat": {}, "plots": [], "lineage": {}, **kw}
     return register(bundle, gate=gate, metrics=metrics, params=params, **kwargs)
 
@@ -364,6 +388,31 @@ def test_promote_force_and_rollback(server_url: str, bundles: SimpleNamespace) -
     assert "motops.rolled_back" in _client(server_url).get_model_version("promote", "3").tags
     with pytest.raises(RegistryError, match="no version with alias 'previous'"):
         rollback(params)
+
+
+@pytest.mark.slow
+def test_promote_uses_the_gates_same_run_timing_only_against_that_champion(
+    server_url: str, bundles: SimpleNamespace
+) -> None:
+    from motops.registry.mlflow_registry import PromotionRefused, promote
+
+    params = RegistryParams(tracking_uri=server_url, experiment="same-run", model_name="same-run")
+    assert _register(bundles.a, _metrics(idf1=0.70, fps=20.0), params)["version"] == "1"
+    promote(params, GATES, backend="onnxruntime")
+    # timed beside version 1 on a busy machine: 15.2 against 15.3 FPS there; 15.0 in its own evaluation
+    beside = {"fps": {"challenger": 15.2, "champion": 15.3}, "frames": 150, "rounds": 3,
+              "champion_digest": manifest_digest(bundles.a)}
+    assert _register(bundles.b, _metrics(idf1=0.71, fps=15.0), params, same_run=beside)["version"] == "2"
+    tags = _client(server_url).get_model_version("same-run", "2").tags
+    assert json.loads(tags["motops.same_run_fps"])["champion_digest"] == manifest_digest(bundles.a)
+    moved = promote(params, GATES, backend="onnxruntime")
+    assert moved["champion"] == "2"
+    assert _rule(moved["gate"], "fps_regression")["champion"] == 15.3
+
+    # a timing beside another engine than today's champion (version 2) is not used: registered FPS decide
+    assert _register(bundles.c, _metrics(idf1=0.72, fps=10.0), params, same_run=beside)["version"] == "3"
+    with pytest.raises(PromotionRefused, match="FPS 10.00 regresses against the champion's 15.00"):
+        promote(params, GATES, backend="onnxruntime")
 
 
 @pytest.mark.slow

@@ -463,6 +463,13 @@ class GatesParams(_Section):
         default_factory=lambda: {"torch": 2.0, "onnxruntime": 5.0, "tensorrt": 60.0}
     )
     max_regression: Fraction = Field(default=0.02, description="Largest IDF1/FPS drop against the champion.")
+    same_run_fps: bool = Field(
+        default=True,
+        description="Time the champion's bundle again beside the challenger's, on the same val frames, for "
+        "fps_regression (FPS measured in different runs differ by more than max_regression on noise alone).",
+    )
+    fps_frames: Annotated[int, Field(ge=1)] | None = Field(default=150, description="Frames per same-run timing.")
+    fps_rounds: Annotated[int, Field(ge=1)] = Field(default=3, description="Same-run timings per engine (median).")
 
 
 class RegistryParams(_Section):

@@ -13,6 +13,7 @@ import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from motops.config import Params, load_params
 from motops.errors import MotopsError, ValidationFailed
@@ -360,8 +361,11 @@ def evaluate(params: Params, root: Path = Path("."), user_track: dict | None = N
 def gate(params: Params, root: Path = Path(".")) -> dict:
     """Stage ``gate``: the rules of ``gates`` on ``metrics/eval.json``, against the current champion.
 
-    Writes ``metrics/gate.json``. A failed gate is a result, not an error: the stage
-    succeeds and ``register`` then leaves the registry untouched.
+    With a champion and ``gates.same_run_fps``, the champion's bundle is downloaded and timed
+    beside the release bundle on the same val frames (:func:`motops.evaluation.speed.paired_fps`);
+    ``fps_regression`` compares those two figures. Writes ``metrics/gate.json``. A failed gate
+    is a result, not an error: the stage succeeds and ``register`` then leaves the registry
+    untouched.
     """
     import json
 
@@ -370,10 +374,38 @@ def gate(params: Params, root: Path = Path(".")) -> dict:
 
     metrics = json.loads((root / "metrics" / "eval.json").read_text())
     champion = champion_metrics(params.registry, root=root)
-    result = evaluate_gate(metrics, params.gates, backend=metrics["backend"], champion=champion)
+    same_run = None
+    if champion is not None and params.gates.same_run_fps:
+        same_run = _time_beside_champion(params, root, metrics["backend"])
+    result = evaluate_gate(metrics, params.gates, backend=metrics["backend"], champion=champion,
+                           same_run_fps=same_run)
+    if same_run is not None:
+        result["same_run_fps"] = same_run
     _write_json(root / "metrics" / "gate.json", result)
     print(("gate: PASSED" if result["passed"] else "gate: FAILED") + "\n" + format_gate_table(result))
     return result
+
+
+def _time_beside_champion(params: Params, root: Path, backend: str) -> dict[str, Any]:
+    """The release bundle and the champion's, timed in turns on the first val sequence (``gates.fps_*``)."""
+    import tempfile
+
+    from motops.evaluation.run import val_sequence_folder
+    from motops.evaluation.speed import paired_fps
+    from motops.export.bundle import MANIFEST_FILE, manifest_digest
+    from motops.registry.mlflow_registry import download_bundle
+
+    with tempfile.TemporaryDirectory(prefix="motops-champion-") as tmp:
+        champion_dir = download_bundle(f"models:/{params.registry.model_name}@champion", Path(tmp) / "champion",
+                                       params.registry, root=root)
+        source = val_sequence_folder(params, root)
+        print(f"gate: timing the release bundle and the champion's in turns on {source} "
+              f"({params.gates.fps_frames or 'all'} frames, {params.gates.fps_rounds} rounds each)")
+        timed = paired_fps({"challenger": root / params.evaluate.release_dir, "champion": champion_dir}, source,
+                           backend=backend, max_frames=params.gates.fps_frames, rounds=params.gates.fps_rounds)
+        timed["champion_digest"] = manifest_digest(champion_dir / MANIFEST_FILE)
+    timed["source"] = str(source)
+    return timed
 
 
 def register(params: Params, root: Path = Path(".")) -> dict:

@@ -96,6 +96,12 @@ class _Frames:
         return self.path(seq, 1).parent
 
 
+def val_sequence_folder(params: Params, root: Path = Path(".")) -> Path:
+    """The frame folder of the first val sequence (by name): where the gate times engines side by side."""
+    sequences, _ = _val_sequences(params, root)
+    return _Frames(sequences, root).folder(sorted(sequences["sequence"].to_list())[0])
+
+
 def _engine_backend(params: Params, user_track: Mapping[str, Any]) -> str:
     """The detector backend the bundle is loaded with: ``track.backend``, ``torch`` refused only when asked for."""
     if "backend" in user_track and user_track["backend"] == "torch":

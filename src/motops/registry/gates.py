@@ -11,6 +11,9 @@ A gate reads the ``evaluate`` stage's ``eval.json`` (combined scores ``hota``, `
 * ``hota_min``: ``hota >= gates.hota_min``, only when ``hota_min`` is set;
 * ``idf1_regression`` (champion only): ``idf1 >= champion_idf1 - max_regression``, absolute points;
 * ``fps_regression`` (champion only): ``fps >= champion_fps * (1 - max_regression)``, relative.
+  When both engines were timed in the same run (``same_run_fps``, see
+  :func:`motops.evaluation.speed.paired_fps`) those two figures are compared instead of FPS
+  measured in different runs, which differ by more than ``max_regression`` on noise alone.
 
 Comparisons tolerate :data:`TOLERANCE` of floating-point rounding, so a challenger exactly
 ``max_regression`` below the champion passes. Nothing here does I/O.
@@ -101,6 +104,7 @@ def evaluate_gate(
     *,
     backend: str,
     champion: Mapping[str, Any] | None = None,
+    same_run_fps: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Check an engine's evaluation against the gates (and against the current champion).
 
@@ -113,6 +117,10 @@ def evaluate_gate(
             ``torch``); picks ``fps_min[backend]``.
         champion: The champion's metrics (same keys), or ``None`` when there is no champion:
             the regression rules are then left out.
+        same_run_fps: Challenger and champion timed in one run on the same frames
+            (:func:`motops.evaluation.speed.paired_fps`): ``{"fps": {"challenger": x,
+            "champion": y}, "frames": n, "rounds": r}``. When given (with a champion),
+            ``fps_regression`` compares ``x`` with ``y``; ``fps_min`` still reads ``metrics``.
 
     Returns:
         A JSON-able dict: ``passed`` (bool), ``backend``, ``rules`` (one
@@ -152,7 +160,15 @@ def evaluate_gate(
         c_idf1 = _number(champion, "idf1", "champion")
         rules.append(_rule("idf1_regression", idf1, c_idf1 - reg, c_idf1))
         c_fps = metric_fps(champion, backend, "champion") if "fps" in champion else None
-        if fps is None or c_fps is None:
+        if same_run_fps is not None:
+            paired = _paired(same_run_fps)
+            rules.append(_rule("fps_regression", paired["challenger"], paired["champion"] * (1.0 - reg),
+                               paired["champion"], note=(
+                f"fps_regression: both engines timed in the same run ({same_run_fps.get('frames', '?')} frames, "
+                f"median of {same_run_fps.get('rounds', '?')} rounds): challenger {paired['challenger']:.2f}, "
+                f"champion {paired['champion']:.2f} FPS"
+                + (f" (registered: {c_fps:.2f})" if c_fps is not None else ""))))
+        elif fps is None or c_fps is None:
             missing = "the challenger" if fps is None else "the champion"
             rules.append(_rule("fps_regression", fps, None, c_fps,
                                note=f"{missing} has no FPS for backend '{backend}'; rule skipped"))
@@ -166,6 +182,15 @@ def evaluate_gate(
         "failed": failed,
         "notes": [r["note"] for r in rules if r.get("note")],
     }
+
+
+def _paired(same_run_fps: Mapping[str, Any]) -> dict[str, float]:
+    """The challenger's and champion's FPS of a same-run measurement, checked."""
+    fps = same_run_fps.get("fps") if isinstance(same_run_fps, Mapping) else None
+    if not isinstance(fps, Mapping):
+        raise MotopsError(f"same_run_fps: expected {{'fps': {{'challenger': ..., 'champion': ...}}, ...}}, "
+                          f"got {same_run_fps!r}")
+    return {name: _number(fps, name, "same_run_fps['fps']") for name in ("challenger", "champion")}
 
 
 def _cell(value: Any, digits: int) -> str:

@@ -80,6 +80,8 @@ TAG_FORCED_REASON: Final = "motops.forced_reason"
 TAG_PROMOTED_AT: Final = "motops.promoted_at"
 TAG_PROMOTION: Final = "motops.promotion"
 TAG_ROLLED_BACK: Final = "motops.rolled_back"
+#: The gate's same-run timing of the challenger beside the champion (JSON, with ``champion_digest``).
+TAG_SAME_RUN_FPS: Final = "motops.same_run_fps"
 #: Track columns :meth:`EngineModel.predict` returns (MOTChallenge: 1-based frame, top-left box in pixels).
 TRACK_COLUMNS: Final = ("frame", "id", "x", "y", "w", "h", "conf")
 #: Distributions pinned in the logged model's requirements (those installed).
@@ -482,6 +484,21 @@ def _metrics_of(client: Any, version: Any) -> dict[str, Any]:
     return {}
 
 
+def _same_run_fps(challenger: Any, champion: Any) -> dict[str, Any] | None:
+    """The challenger's gate timing beside ``champion``, when it was timed beside this very champion."""
+    raw = challenger.tags.get(TAG_SAME_RUN_FPS)
+    if champion is None or not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError:
+        raise RegistryError(f"model version {challenger.name}/{challenger.version}: tag {TAG_SAME_RUN_FPS} is not "
+                            f"JSON ({raw[:80]!r}); expected the timing written by register()") from None
+    if not isinstance(data, dict) or data.get("champion_digest") != champion.tags.get(TAG_DIGEST):
+        return None  # timed beside another champion: the registered FPS are compared instead
+    return data
+
+
 def _requirements() -> list[str]:
     reqs = []
     for dist in _REQUIREMENTS:
@@ -757,6 +774,8 @@ def register(
                 client.create_registered_model(name, description="motops multi-object tracking engines")
         version_tags = {**(lineage or {}), **_version_metric_tags(metrics), TAG_DIGEST: digest,
                         TAG_GATE: "passed", TAG_BACKEND: backend}
+        if isinstance(gate.get("same_run_fps"), Mapping):
+            version_tags[TAG_SAME_RUN_FPS] = json.dumps(gate["same_run_fps"], sort_keys=True)
         created = client.create_model_version(
             name,
             source=info.model_uri,
@@ -1022,7 +1041,8 @@ def promote(
     if champion is not None and champion.version == challenger.version:
         raise RegistryError(f"model '{name}': version {challenger.version} is already '{CHAMPION}'")
     champ_metrics = None if champion is None else _metrics_of(client, champion)
-    gate = evaluate_gate(_metrics_of(client, challenger), gates, backend=backend, champion=champ_metrics)
+    gate = evaluate_gate(_metrics_of(client, challenger), gates, backend=backend, champion=champ_metrics,
+                         same_run_fps=_same_run_fps(challenger, champion))
     if not gate["passed"] and not force:
         raise PromotionRefused(
             f"model '{name}': challenger version {challenger.version} not promoted"
