@@ -41,13 +41,13 @@ def _reid_section(work: Path, threads: int, steps: int, rounds: int) -> dict:
     import torch
 
     from motops.config import ReidParams, SyntheticParams
-    from motops.data.crops import build_reid_crops, read_reid_index
+    from motops.data.crops import build_reid_crops, load_crops, read_reid_index
     from motops.data.mot import read_mot_dataset
     from motops.data.synthetic import synthesize
     from motops.export import export_reid, int8_report_reid, quantize_reid, reid_parity
     from motops.export.quantize import REID_BATCH, _ort_runner, _session, compare_speed
     from motops.models.reid import ReIDNet, load_reid, reid_meta, save_reid
-    from motops.training.reid import load_crops, train_reid
+    from motops.training.reid import train_reid
 
     footage = work / "footage"
     synthesize(
@@ -84,7 +84,7 @@ def _reid_section(work: Path, threads: int, steps: int, rounds: int) -> dict:
     quant_s = time.perf_counter() - t0
     accuracy = int8_report_reid(fp32, int8, query, gallery, threads=threads, rounds=1)
 
-    batch = load_crops(query["path"].to_list()[:REID_BATCH]).float()
+    batch = torch.from_numpy(load_crops(query["path"].to_list()[:REID_BATCH])).float()
     model, _ = load_reid(pt)
     torch.set_num_threads(threads)
 
@@ -166,7 +166,7 @@ def _detector_section(work: Path, threads: int, rounds: int, frame: np.ndarray) 
 
     from motops.export import export_detector
     from motops.export.quantize import _ort_runner, _session, compare_speed
-    from motops.tracking.backends import letterbox, load_detector, to_blob
+    from motops.runtime.backends import letterbox, load_detector, to_blob
 
     torch.manual_seed(0)
     model = YOLO("yolov8n.yaml")

@@ -92,7 +92,7 @@ def box_precision_recall(gt: pl.DataFrame, pred: pl.DataFrame, iou: float = 0.5)
     """Precision and recall of ``pred`` boxes against ``gt`` boxes, per frame, greedy matching at ``iou``."""
     import numpy as np
 
-    from motops.tracking.matching import iou_matrix
+    from motops.runtime.matching import iou_matrix
 
     tp = n_pred = n_gt = 0
     by_frame = {int(k[0]): g for k, g in gt.group_by("frame")}

@@ -56,7 +56,7 @@ def _old_reid(work: Path) -> Any:
     """The previous default net, untrained (same graph, so the same time), exported and loaded like the bundle's."""
     from motops.export.onnx_export import export_reid
     from motops.models.reid import ReIDNet, reid_meta, save_reid
-    from motops.tracking.backends import load_reid
+    from motops.runtime.backends import load_reid
 
     net = ReIDNet(OLD_NET["embedding_dim"], stem_channels=OLD_NET["stem_channels"],
                   stage_channels=OLD_NET["stage_channels"])
@@ -69,7 +69,7 @@ def _old_reid(work: Path) -> Any:
 def _motops(engine: Any, img_dir: Path, out: Path, reid: Any | str) -> tuple[Any, dict[str, Any]]:
     """Track with the loaded bundle; ``reid`` ``"bundle"`` (its ReID), ``None`` (motion only) or a loaded ReID."""
     from motops.data.mot import read_mot_txt
-    from motops.tracking.runner import track_source
+    from motops.runtime.runner import track_source
 
     kwargs = engine.track_kwargs()
     kwargs["tracker"] = "botsort"
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "reid_cost.json")
     args = parser.parse_args(argv)
 
-    from motops.export.bundle import load_bundle
+    from motops.runtime.bundle import load_bundle
 
     engine = load_bundle(args.engine, backend="onnxruntime")
     imgsz = int(max(engine.track_kwargs()["detector"].imgsz))

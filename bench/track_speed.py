@@ -11,7 +11,7 @@ ground truth and IDF1/HOTA are scored with TrackEval for every run:
 * ``ultralytics botsort`` (``--ultralytics-trackers botsort.yaml``): the same with its
   ``botsort.yaml``, the tracker family motops runs;
 * ``motops``: the engine bundle (ONNX Runtime; the INT8 ReID where the bundle has one) through
-  :func:`motops.tracking.runner.track_source`, detector every frame;
+  :func:`motops.runtime.runner.track_source`, detector every frame;
 * ``motops detect_every=N``: the same, detector every N-th frame, optical flow in between.
 
 Each configuration is run ``--repeats`` times interleaved; the median FPS is reported.
@@ -86,8 +86,8 @@ def _default_tracker() -> str:
 def _motops(engine_dir: Path, img_dir: Path, detect_every: int, work: Path,
             tracker: str | None = None) -> tuple[pl.DataFrame, float, dict]:
     from motops.data.mot import read_mot_txt
-    from motops.export.bundle import load_bundle
-    from motops.tracking.runner import track_source
+    from motops.runtime.bundle import load_bundle
+    from motops.runtime.runner import track_source
 
     engine = load_bundle(engine_dir, backend="onnxruntime")
     kwargs = engine.track_kwargs()
@@ -151,7 +151,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.imgsz is None:
-        from motops.export.bundle import load_bundle
+        from motops.runtime.bundle import load_bundle
 
         args.imgsz = int(max(load_bundle(args.engine, backend="onnxruntime").track_kwargs()["detector"].imgsz))
     with tempfile.TemporaryDirectory(prefix="motops-bench-") as tmp:

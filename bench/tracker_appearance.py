@@ -32,8 +32,8 @@ from real_footage import cpu_info  # bench/ is on sys.path when this script runs
 
 from motops.data.mot import read_mot_sequence, read_seqinfo
 from motops.evaluation import score
-from motops.export.bundle import load_bundle
-from motops.tracking import make_tracker
+from motops.runtime import make_tracker
+from motops.runtime.bundle import load_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {

@@ -36,8 +36,8 @@ from motops.data.mot import SeqInfo, read_mot_sequence, read_seqinfo
 from motops.data.synthetic import render_sequence, sequence_name
 from motops.evaluation import score
 from motops.evaluation.simulate import simulate_detections
-from motops.tracking import TRACKER_PARAM_NAMES, make_tracker
-from motops.tracking.trackers import DetectionView
+from motops.runtime import TRACKER_PARAM_NAMES, make_tracker
+from motops.tracking.ultralytics import DetectionView
 
 ROOT = Path(__file__).resolve().parents[1]
 MOT17_09 = ROOT.parent / "shared" / "data" / "mot17" / "MOT17-09"

@@ -38,7 +38,7 @@ def tiny_yolo(folder: Path, imgsz: int) -> Path:
     import torch
     from ultralytics import YOLO
 
-    from motops.tracking.backends import letterbox, to_blob
+    from motops.runtime.backends import letterbox, to_blob
 
     assert os.environ.get("YOLO_OFFLINE") == "1"
     torch.manual_seed(0)

@@ -16,7 +16,7 @@ import pytest
 import torch
 from helpers import export_tiny_reid, scene, tiny_reid_net, tiny_yolo
 
-from motops.tracking.backends import (
+from motops.runtime.backends import (
     BackendUnavailable,
     ModelFormatError,
     OrtDetector,
@@ -26,7 +26,7 @@ from motops.tracking.backends import (
     load_reid,
     to_blob,
 )
-from motops.tracking.matching import iou_matrix, linear_assignment
+from motops.runtime.matching import iou_matrix, linear_assignment
 
 IMGSZ = 160
 CONF = 0.15
@@ -233,7 +233,7 @@ def test_tensorrt_unavailable_without_cuda(tmp_path: Path) -> None:
 
 
 def test_auto_falls_back_from_engine_to_onnx_without_tensorrt(yolo_files: tuple[Path, Path], tmp_path: Path) -> None:
-    from motops.tracking.backends import tensorrt_available
+    from motops.runtime.backends import tensorrt_available
 
     if tensorrt_available():
         pytest.skip("TensorRT is available here, so auto keeps the engine")
@@ -278,7 +278,7 @@ def test_real_backends_drive_the_runner(
     """The ONNX detector and ReID plug into ``track_source`` and are timed and named in the summary."""
     from motops.config import SyntheticParams
     from motops.data.synthetic import synthesize
-    from motops.tracking.runner import track_source
+    from motops.runtime.runner import track_source
 
     params = SyntheticParams(sequences=1, frames=6, width=256, height=160, fps=(10.0,), people=(3,))
     (seq,) = synthesize(tmp_path / "synth", params, progress=False)
@@ -318,7 +318,7 @@ def _reference_nms(boxes: np.ndarray, scores: np.ndarray, iou: float, max_det: i
 
 
 def test_nms_matches_greedy_reference_with_ties_and_max_det() -> None:
-    from motops.tracking.backends import nms
+    from motops.runtime.backends import nms
 
     rng = np.random.default_rng(3)
     for trial in range(60):

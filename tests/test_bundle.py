@@ -22,27 +22,26 @@ import yaml
 from helpers import export_tiny_reid, scene, tiny_reid_net, tiny_yolo
 
 from motops.export import bundle as bundle_mod
-from motops.export.bundle import (
+from motops.export.bundle import tracker_config, write_bundle
+from motops.export.tensorrt import build_plans_or_skip
+from motops.runtime.backends import BackendUnavailable, load_detector
+from motops.runtime.bundle import (
     MANIFEST_FILE,
     TRACKER_FILE,
     BundleError,
     load_bundle,
     manifest_digest,
     sha256_file,
-    tracker_config,
     verify_bundle,
-    write_bundle,
 )
-from motops.export.tensorrt import (
+from motops.runtime.tensorrt import (
     build_plan,
-    build_plans_or_skip,
     find_plan,
     onnx_is_qdq,
     parse_plan_name,
     plan_name,
     tensorrt_status,
 )
-from motops.tracking.backends import BackendUnavailable, load_detector
 
 IMGSZ = 160
 CONF = 0.15
@@ -400,7 +399,7 @@ def test_int8_without_qdq_or_calibration_is_refused(models: Models, tmp_path: Pa
 
 def _match_ious(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of each box of ``a`` with its best box of the same class in ``b``."""
-    from motops.tracking.matching import iou_matrix
+    from motops.runtime.matching import iou_matrix
 
     iou = iou_matrix(a[:, :4], b[:, :4]) * (a[:, None, 5] == b[None, :, 5])
     return iou.max(axis=1) if len(b) else np.zeros(len(a))

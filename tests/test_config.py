@@ -123,7 +123,7 @@ def test_dump_round_trips(tmp_path):
 def test_track_defaults_agree_with_the_tracker_runtime():
     """The edge runtime's TrackerParams and params.yaml's track section must not drift apart."""
     from motops.config import TrackParams
-    from motops.tracking import TRACKER_PARAM_NAMES, TrackerParams
+    from motops.runtime import TRACKER_PARAM_NAMES, TrackerParams
 
     config, runtime = TrackParams(), TrackerParams()
     for name in TRACKER_PARAM_NAMES:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +20,7 @@ from motops.evaluation import (
     simulate_detections,
 )
 from motops.evaluation import trackeval_adapter as ta
+from motops.runtime import make_tracker
 
 MOT17_09 = Path("/work/shared/data/mot17/MOT17-09")
 needs_mot17 = pytest.mark.skipif(not MOT17_09.is_dir(), reason=f"real MOT17 ground truth not at {MOT17_09}")
@@ -261,20 +261,9 @@ def _tracks_table(per_frame: dict[int, np.ndarray]) -> pl.DataFrame:
     return table.with_columns(pl.col("frame").cast(pl.Int64), pl.col("id").cast(pl.Int64))
 
 
-def _make_tracker():
-    try:
-        tracking = importlib.import_module("motops.tracking")
-    except ImportError as exc:
-        pytest.skip(f"motops.tracking is not importable yet ({exc}); the tracker comparison needs it")
-    if not hasattr(tracking, "make_tracker"):
-        pytest.skip("motops.tracking has no make_tracker yet; the tracker comparison needs it")
-    return tracking.make_tracker
-
-
 @needs_mot17
 @pytest.mark.slow
 def test_bytetrack_on_simulated_mot17_09_matches_ultralytics():
-    make_tracker = _make_tracker()
     byte_tracker = pytest.importorskip("ultralytics.trackers.byte_tracker", reason="Ultralytics is the peer")
 
     _, gt = read_mot_sequence(MOT17_09)
@@ -285,8 +274,8 @@ def test_bytetrack_on_simulated_mot17_09_matches_ultralytics():
     # The peer gets our default association settings (ByteTrack's published ones; Ultralytics'
     # bytetrack.yaml uses 0.25/0.25 thresholds), so the comparison measures the tracker, not the
     # thresholds. At 30 fps our track_buffer scaling is the identity.
-    from motops.tracking import TrackerParams
-    from motops.tracking.trackers import DetectionView
+    from motops.runtime import TrackerParams
+    from motops.tracking.ultralytics import DetectionView
 
     defaults = TrackerParams()
     peer = byte_tracker.BYTETracker(

@@ -21,7 +21,7 @@ from helpers import scene, tiny_yolo
 from onnx import numpy_helper
 
 from motops.config import SyntheticParams
-from motops.data.crops import build_reid_crops, read_reid_index
+from motops.data.crops import build_reid_crops, load_crops, read_reid_index
 from motops.data.mot import read_mot_dataset
 from motops.data.synthetic import synthesize
 from motops.export import (
@@ -38,8 +38,7 @@ from motops.export import (
 )
 from motops.export.onnx_export import ort_embed
 from motops.models.reid import ReIDNet, reid_meta, save_reid
-from motops.tracking.backends import ort_session
-from motops.training.reid import load_crops
+from motops.runtime.backends import ort_session
 
 IMGSZ = 160
 CROP_H, CROP_W = 64, 32
@@ -113,7 +112,7 @@ def reid_files(crop_index: pl.DataFrame, tmp_path_factory: pytest.TempPathFactor
     train = crop_index.filter(pl.col("split") == "train")["path"].to_list()
     net.train()
     with torch.no_grad():
-        net(load_crops(train[:128]).float())
+        net(torch.from_numpy(load_crops(train[:128])).float())
     net.eval()
     pt = save_reid(folder / "reid.pt", net, reid_meta(net, height=CROP_H, width=CROP_W))
     return pt, export_reid(pt, folder / "reid.onnx", opset=17, dynamic_batch=True, simplify=True)
@@ -133,7 +132,7 @@ def test_reid_export_parity_dynamic_batch_and_metadata(
     session = ort_session(onnx_path, device="cpu", intra_op_num_threads=1)
     assert session.get_inputs()[0].shape[1:] == [3, CROP_H, CROP_W]
     assert not isinstance(session.get_inputs()[0].shape[0], int), "batch axis should be symbolic"
-    x = crops.numpy().astype(np.float32)
+    x = crops.astype(np.float32)
     one = session.run(None, {"images": x[:1]})[0]
     seven = session.run(None, {"images": x[:7]})[0]
     assert one.shape == (1, 64) and seven.shape == (7, 64)
@@ -209,8 +208,8 @@ def test_int8_reid_keeps_ranking_and_is_qdq(
 
     query = crop_index.filter(pl.col("split") == "query")
     gallery = crop_index.filter(pl.col("split") == "gallery")
-    q = load_crops(query["path"].to_list()).numpy().astype(np.float32)
-    g = load_crops(gallery["path"].to_list()).numpy().astype(np.float32)
+    q = load_crops(query["path"].to_list()).astype(np.float32)
+    g = load_crops(gallery["path"].to_list()).astype(np.float32)
     s32, s8 = ort_session(fp32, device="cpu"), ort_session(int8, device="cpu")
     q32, g32, q8, g8 = ort_embed(s32, q), ort_embed(s32, g), ort_embed(s8, q), ort_embed(s8, g)
     cos = np.sum(np.concatenate([q32, g32]) * np.concatenate([q8, g8]), axis=1)
@@ -255,7 +254,7 @@ def test_runtime_feeds_an_exported_reidnet_bgr_pixels(tmp_path):
 
     from motops.export.onnx_export import export_reid
     from motops.models.reid import ReIDNet, reid_meta, save_reid
-    from motops.tracking.backends import load_reid as runtime_reid
+    from motops.runtime.backends import load_reid as runtime_reid
 
     torch.manual_seed(0)
     net = ReIDNet(embedding_dim=64).eval()

@@ -28,7 +28,6 @@ from helpers import scene, write_tiny_bundle
 from typer.testing import CliRunner
 
 from motops.config import FleetParams
-from motops.export.bundle import load_bundle, manifest_digest, verify_bundle
 from motops.fleet import (
     EdgeAgent,
     FleetError,
@@ -45,6 +44,7 @@ from motops.fleet import (
 )
 from motops.fleet.repository import release_targets, signer_for
 from motops.fleet.store import compare_versions, metadata_key, release_key, s3_client
+from motops.runtime.bundle import load_bundle, manifest_digest, verify_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -556,7 +556,7 @@ def test_edge_run_service_installs_and_stops_on_sigterm(tmp_path, params, bundle
 
 
 def test_a_tensorrt_plan_is_built_once_cached_and_listed(tmp_path, params, light, monkeypatch):
-    from motops.export import tensorrt as trt
+    from motops.runtime import tensorrt as trt
 
     builds: list[Path] = []
 

@@ -22,9 +22,9 @@ from helpers import mlflow_server, scene, wait_healthy, write_tiny_bundle
 
 from motops.config import GatesParams, Params, RegistryParams, flatten_params
 from motops.errors import ConfigError, MotopsError
-from motops.export.bundle import BundleError, manifest_digest, verify_bundle
 from motops.registry.gates import evaluate_gate, format_gate_table
 from motops.registry.lineage import lineage_tags
+from motops.runtime.bundle import BundleError, manifest_digest, verify_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 HEALTH_TIMEOUT_S = 90

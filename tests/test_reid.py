@@ -14,13 +14,13 @@ import pytest
 import torch
 
 from motops.config import ReidParams, SyntheticParams
-from motops.data.crops import build_reid_crops, read_reid_index
+from motops.data.crops import build_reid_crops, read_reid_index, retrieval_metrics
 from motops.data.mot import read_mot_dataset
 from motops.data.synthetic import synthesize
 from motops.errors import DataFormatError
 from motops.models.reid import ReIDNet, count_parameters, load_reid, reid_meta, save_reid
 from motops.training.losses import IDLoss, TripletLoss
-from motops.training.reid import evaluate_reid, retrieval_metrics, train_reid
+from motops.training.reid import evaluate_reid, train_reid
 from motops.training.samplers import PKSampler
 
 CROP_H, CROP_W = 64, 32

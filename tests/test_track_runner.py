@@ -13,9 +13,9 @@ import pytest
 from motops.config import SyntheticParams
 from motops.data.synthetic import synthesize
 from motops.errors import ConfigError
-from motops.tracking.matching import iou_matrix
-from motops.tracking.runner import COMPONENTS, SETTINGS, resolve_settings, track_source, tracker_params_from
-from motops.tracking.video import SourceError, Trails, draw_tracks, id_colour, open_source
+from motops.runtime.matching import iou_matrix
+from motops.runtime.runner import COMPONENTS, SETTINGS, resolve_settings, track_source, tracker_params_from
+from motops.runtime.video import SourceError, Trails, draw_tracks, id_colour, open_source
 
 FRAMES = 30
 # the tests' ReID is the mean colour of a box: a weak embedding, so appearance may only decide
@@ -280,7 +280,7 @@ def test_resolve_settings_applies_explicit_settings_or_refuses_them() -> None:
 def test_prefetch_keeps_order_raises_at_the_failing_frame_and_stops_its_thread() -> None:
     import threading
 
-    from motops.tracking.video import prefetch
+    from motops.runtime.video import prefetch
 
     def alive() -> int:
         return sum(t.name == "motops-prefetch" and t.is_alive() for t in threading.enumerate())

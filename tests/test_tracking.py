@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from motops.tracking import (
+from motops.runtime import (
     SkippingTracker,
     as_detections,
     as_tracks,
@@ -302,7 +302,7 @@ def test_botsort_appearance_keeps_ids_where_motion_alone_swaps_them(impl, embed)
 
 def test_needed_embeds_only_boxes_whose_match_appearance_could_change():
     """Two far-apart movers (one reported at a low score) and a pair that meets: who is embedded when."""
-    from motops.tracking.bytetrack import FEATURE_REFRESH_FRAMES
+    from motops.runtime.bytetrack import FEATURE_REFRESH_FRAMES
 
     assert FEATURE_REFRESH_FRAMES == 2  # the pattern below: alone, a track is re-embedded every other frame
     calls = []
@@ -363,7 +363,7 @@ def test_runtime_tracker_imports_neither_torch_nor_ultralytics():
     code = textwrap.dedent("""
         import sys
         import numpy as np
-        from motops.tracking import SkippingTracker, make_tracker
+        from motops.runtime import SkippingTracker, make_tracker
 
         reid = lambda frame, boxes: np.ones((len(boxes), 8), np.float32)
         frame = np.random.default_rng(0).integers(0, 255, (120, 200, 3)).astype(np.uint8)
@@ -474,7 +474,7 @@ def _gmc_setup(trk) -> tuple[int, int, object]:
 @pytest.mark.parametrize("impl", IMPLS)
 def test_botsort_camera_motion_compensation_is_sized_for_the_frame_and_still_measures_a_pan(impl):
     """The GMC runs on a ~160-px wide image; a known camera pan is still recovered to a pixel."""
-    from motops.tracking.trackers import GMC_MAX_CORNERS, GMC_WIDTH
+    from motops.runtime.gmc import GMC_MAX_CORNERS, GMC_WIDTH
 
     rng = np.random.default_rng(0)
     world = cv2.GaussianBlur(rng.integers(0, 255, (420, 760), dtype=np.uint8), (5, 5), 0)
@@ -495,7 +495,7 @@ def test_botsort_camera_motion_compensation_is_sized_for_the_frame_and_still_mea
 
 @pytest.mark.parametrize("method", ["ecc", "orb"])
 def test_other_camera_motion_methods_measure_a_pan(method):
-    from motops.tracking.gmc import CameraMotion
+    from motops.runtime.gmc import CameraMotion
 
     noise = np.random.default_rng(7).integers(0, 256, (420, 760, 3)).astype(np.uint8)
     world = cv2.normalize(cv2.GaussianBlur(noise, (0, 0), 5), None, 0, 255, cv2.NORM_MINMAX)  # ECC needs smooth

@@ -197,8 +197,8 @@ def _track(
     from pydantic import ValidationError
 
     from motops.cli_common import refuse_unused, user_settings
-    from motops.tracking.backends import load_detector, load_reid
-    from motops.tracking.runner import (
+    from motops.runtime.backends import load_detector, load_reid
+    from motops.runtime.runner import (
         SETTINGS,
         engine_with_settings,
         resolve_settings,
@@ -241,7 +241,7 @@ def _track(
     settings = {k: v for k, v in user.items() if k in SETTINGS}
 
     if engine is not None:
-        from motops.export.bundle import load_bundle
+        from motops.runtime.bundle import load_bundle
 
         if backend_name == "torch":
             raise ConfigError(f"{labels.get('backend', 'track.backend=torch')}: an engine bundle holds no torch "
@@ -300,7 +300,7 @@ def bundle_verify(
     path: Annotated[Path, typer.Argument(help="The bundle folder (holds manifest.json).")],
 ) -> None:
     """Check every file of a bundle against its manifest (sha256, size, nothing extra); exit 1 naming bad files."""
-    from motops.export.bundle import verify_bundle
+    from motops.runtime.bundle import verify_bundle
 
     try:
         report = verify_bundle(path)

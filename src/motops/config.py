@@ -408,7 +408,7 @@ class TrackParams(_Section):
         default="needed",
         description="Which detections the ReID embeds (BoT-SORT with appearance; one batched call per frame): 'all' "
         "kept boxes, as in BoT-SORT, or only those 'needed': high-score boxes whose match appearance could change or "
-        "that start a track (motops.tracking.bytetrack.ByteTracker._needs_embedding).",
+        "that start a track (motops.runtime.bytetrack.ByteTracker._needs_embedding).",
     )
     detect_every: PositiveInt = Field(default=1, description="Run the detector every N-th frame; flow in between.")
     flow: Literal["dis", "farneback"] = "dis"

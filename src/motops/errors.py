@@ -6,6 +6,8 @@ was expected*, so a user can fix the input without reading a traceback.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -47,3 +49,9 @@ class ValidationFailed(MotopsError):
         self.report_dir = report_dir
         tail = f"\nFull report: {report_dir}" if report_dir is not None else ""
         super().__init__(f"{summary}{tail}")
+
+
+def did_you_mean(word: str, valid: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``valid`` to ``word``, or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(word), list(valid), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""

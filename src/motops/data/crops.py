@@ -22,8 +22,10 @@ from __future__ import annotations
 import math
 import shutil
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -286,3 +288,94 @@ def _usable_boxes(
         .sort("sequence", "id", "frame")
     )
     return boxes.select("sequence", "id", "frame", "x0", "y0", "x1", "y1")
+
+# --------------------------------------------------------------------------- reading crops, scoring retrieval
+# Shared by training (evaluate_reid) and export (the INT8 ReID's cost), which must not import each other.
+
+
+def load_crops(paths: Sequence[str], height: int | None = None, width: int | None = None) -> np.ndarray:
+    """Read crop images into one array.
+
+    Args:
+        paths: Image files.
+        height: Resize to this height (``None``: keep; then all images must share one size).
+        width: Resize to this width.
+
+    Returns:
+        ``(N, 3, H, W)`` uint8, BGR.
+
+    Raises:
+        DataFormatError: an image is missing or unreadable, or sizes differ and no size is given.
+    """
+    images = []
+    for path in paths:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise DataFormatError(path, "ReID crop is missing or not readable by OpenCV")
+        if height is not None and width is not None and image.shape[:2] != (height, width):
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        if images and image.shape != images[0].shape:
+            raise DataFormatError(path, f"crop is {image.shape[:2]}, the others {images[0].shape[:2]}; give a size")
+        images.append(image)
+    if not images:
+        return np.empty((0, 3, height or 0, width or 0), dtype=np.uint8)
+    return np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))
+
+
+def frame_keys(query_df: pl.DataFrame, gallery_df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Shared int64 codes of (sequence, frame) for the query and gallery rows (``retrieval_metrics``' keys)."""
+    both = pl.concat([query_df.select("sequence", "frame"), gallery_df.select("sequence", "frame")])
+    codes = both.select(pl.struct("sequence", "frame").rank("dense").cast(pl.Int64)).to_series().to_numpy()
+    return codes[: query_df.height], codes[query_df.height :]
+
+
+def retrieval_metrics(
+    query: Any,
+    gallery: Any,
+    query_pids: np.ndarray,
+    gallery_pids: np.ndarray,
+    query_keys: np.ndarray,
+    gallery_keys: np.ndarray,
+) -> dict[str, float]:
+    """Rank-1 and mAP of cosine-distance retrieval.
+
+    Gallery items with the same key as the query (same sequence and frame) are left out of
+    its ranking: a tracker compares detections across frames, never two boxes of one frame.
+    Queries without a true match left in the gallery are skipped.
+
+    Args:
+        query: ``(Q, D)`` L2-normalized embeddings (a numpy array, or anything ``np.asarray`` takes,
+            such as a CPU torch tensor).
+        gallery: ``(G, D)`` L2-normalized embeddings.
+        query_pids: ``(Q,)`` identities.
+        gallery_pids: ``(G,)`` identities.
+        query_keys: ``(Q,)`` int64 sequence-and-frame keys.
+        gallery_keys: ``(G,)`` int64 keys.
+
+    Returns:
+        ``{"rank1", "map"}`` as fractions and ``"queries"``, the number of queries scored.
+
+    Raises:
+        ValueError: no query has a true match in the gallery.
+    """
+    dist = 1.0 - np.asarray(query, dtype=np.float64) @ np.asarray(gallery, dtype=np.float64).T
+    rank1, aps = [], []
+    for i in range(len(query)):
+        keep = gallery_keys != query_keys[i]
+        order = np.argsort(dist[i, keep], kind="stable")
+        hits = gallery_pids[keep][order] == query_pids[i]
+        if not hits.any():
+            continue
+        rank1.append(float(hits[0]))
+        positions = np.flatnonzero(hits) + 1  # 1-based ranks of the true matches
+        aps.append(float(np.mean(np.arange(1, len(positions) + 1) / positions)))
+    if not aps:
+        raise ValueError("no query has a true match in the gallery; cannot score retrieval")
+    return {"rank1": float(np.mean(rank1)), "map": float(np.mean(aps)), "queries": len(aps)}
+
+
+def _keys(query_df: pl.DataFrame, gallery_df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Shared int64 codes of (sequence, frame) for the query and gallery rows."""
+    both = pl.concat([query_df.select("sequence", "frame"), gallery_df.select("sequence", "frame")])
+    codes = both.select(pl.struct("sequence", "frame").rank("dense").cast(pl.Int64)).to_series().to_numpy()
+    return codes[: query_df.height], codes[query_df.height :]

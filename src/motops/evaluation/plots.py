@@ -61,7 +61,7 @@ def plot_fps(summaries: dict, path: str | Path) -> Path:
     """Write a PNG: per val sequence, end-to-end FPS (left) and mean milliseconds per frame by component (right).
 
     Args:
-        summaries: Sequence name to the summary of :func:`motops.tracking.runner.track_source`.
+        summaries: Sequence name to the summary of :func:`motops.runtime.runner.track_source`.
         path: The PNG to write (folders are created).
 
     Returns:

@@ -145,8 +145,9 @@ def evaluate_engine(
     from motops.evaluation.plots import plot_fps, plot_sweep
     from motops.evaluation.sweep import sweep_thresholds
     from motops.evaluation.trackeval_adapter import diagnose, score
-    from motops.export.bundle import load_bundle, rewrite_bundle
-    from motops.tracking.runner import engine_with_settings, track_source
+    from motops.export.bundle import rewrite_bundle
+    from motops.runtime.bundle import load_bundle
+    from motops.runtime.runner import engine_with_settings, track_source
 
     user_track = dict(user_track or {})
     for key, why in SWEPT.items():
@@ -300,7 +301,7 @@ def _appearance_arms(engine: Any, params: Params, settings: Mapping[str, Any],
     Both arms exist only where the choice is open: BoT-SORT, a bundle with a ReID model,
     ``evaluate.choose_appearance`` on, and no explicit ``track.with_reid`` from the user.
     """
-    from motops.tracking.runner import engine_with_settings, model_roles
+    from motops.runtime.runner import engine_with_settings, model_roles
 
     has_reid = "reid" in model_roles(engine)
     if not (params.evaluate.choose_appearance and has_reid and engine.tracker == "botsort"

@@ -6,7 +6,7 @@ modes are known and repeatable: misses that grow with occlusion, box jitter,
 confidence that falls for occluded people, false positives in the background, and
 a few detections of distractors (static people, reflections).
 
-Detections use the tracker interface of :mod:`motops.tracking`: an ``(N, 6)``
+Detections use the tracker interface of :mod:`motops.runtime`: an ``(N, 6)``
 float64 array per frame, columns ``x1, y1, x2, y2, conf, cls``, boxes in pixels.
 """
 

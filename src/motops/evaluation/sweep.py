@@ -20,9 +20,9 @@ from tqdm.auto import tqdm
 from motops.data.mot import SeqInfo
 from motops.data.schema import PEDESTRIAN
 from motops.evaluation.trackeval_adapter import EvalResult, score
-from motops.tracking.matching import iou_matrix
-from motops.tracking.trackers import make_tracker
-from motops.tracking.types import empty_detections
+from motops.runtime.matching import iou_matrix
+from motops.runtime.trackers import make_tracker
+from motops.runtime.types import empty_detections
 
 #: IoU a detection needs with a ground-truth box to count as a true positive (PASCAL/COCO-50).
 PR_IOU = 0.5

@@ -17,7 +17,7 @@ Parity (run both before a model is published; :func:`check_parity` turns a bad r
 a :class:`ParityError`):
 
 * :func:`detector_parity`: the ``torch`` and ``onnxruntime`` backends of
-  :func:`motops.tracking.backends.load_detector` on real frames; boxes are matched greedily
+  :func:`motops.runtime.backends.load_detector` on real frames; boxes are matched greedily
   per frame; the raw head outputs (all anchors, before the score threshold) are compared too,
   so a frame without detections still tests the model.
 * :func:`reid_parity`: cosine similarity between the PyTorch and ONNX Runtime embeddings of
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from motops.errors import MotopsError
-from motops.tracking.backends import ONNX_META_PREFIX
+from motops.runtime.backends import ONNX_META_PREFIX
 
 #: Input and output names of the exported ReID graph.
 REID_INPUT = "images"
@@ -307,7 +307,7 @@ def export_reid(
 
 def _greedy_match(a: np.ndarray, b: np.ndarray) -> list[tuple[int, int, float]]:
     """Pairs ``(i, j, iou)``: same class, ``a`` by descending score, each to its best free ``b`` above PAIR_IOU."""
-    from motops.tracking.matching import iou_matrix
+    from motops.runtime.matching import iou_matrix
 
     if len(a) == 0 or len(b) == 0:
         return []
@@ -367,7 +367,7 @@ def detector_parity(
     """
     import torch
 
-    from motops.tracking.backends import letterbox, load_detector, to_blob
+    from motops.runtime.backends import letterbox, load_detector, to_blob
 
     if len(frames) == 0:
         raise ValueError("detector_parity needs at least one frame")
@@ -480,7 +480,7 @@ def as_crop_batch(crops: Any, size: tuple[int, int] | None = None) -> np.ndarray
     """Crops as one ``(N, 3, H, W)`` float32 BGR 0..255 batch (the ReID network's input).
 
     Args:
-        crops: ``(N, 3, H, W)`` (numpy or torch, e.g. from :func:`motops.training.reid.load_crops`),
+        crops: ``(N, 3, H, W)`` (numpy or torch, e.g. from :func:`motops.data.crops.load_crops`),
             ``(N, H, W, 3)`` BGR uint8 images, or a sequence of ``(h, w, 3)`` BGR images.
         size: ``(H, W)`` to resize to (bilinear); ``None`` keeps the size (then all must match).
     """
@@ -544,7 +544,7 @@ def reid_parity(
     import torch
 
     from motops.models.reid import load_reid
-    from motops.tracking.backends import ort_session
+    from motops.runtime.backends import ort_session
 
     reid_pt, onnx_path = Path(reid_pt), Path(onnx_path)
     model, meta = load_reid(reid_pt)

@@ -121,7 +121,7 @@ def reid_calibration_batches(crops: Any, size: tuple[int, int], *, samples: int,
     items = list(crops) if not hasattr(crops, "shape") else crops
     idx = _sample(len(items), samples, seed)
     if len(items) and isinstance(items[0], str | Path):
-        from motops.training.reid import load_crops
+        from motops.data.crops import load_crops
 
         picked: Any = load_crops([str(items[i]) for i in idx], size[0], size[1])
     else:
@@ -134,7 +134,7 @@ def detector_calibration_batches(
     frames: Sequence[np.ndarray], imgsz: tuple[int, int], *, samples: int, seed: int
 ) -> list[np.ndarray]:
     """Seeded sample of ``samples`` frames, letterboxed as the runtime does, each a ``(1, 3, H, W)`` blob."""
-    from motops.tracking.backends import letterbox, to_blob
+    from motops.runtime.backends import letterbox, to_blob
 
     idx = _sample(len(frames), samples, seed)
     return [to_blob(letterbox(frames[i], imgsz)[0]) for i in idx]
@@ -338,7 +338,7 @@ def _detector_tail(graph: Any) -> list[str]:
 
 
 def _session(path: str | Path, threads: int = BENCH_THREADS) -> Any:
-    from motops.tracking.backends import ort_session
+    from motops.runtime.backends import ort_session
 
     return ort_session(Path(path), device="cpu", intra_op_num_threads=threads, spin=True)
 
@@ -399,15 +399,13 @@ def int8_report_reid(
         "min_cosine", "speedup", "rank1_drop", "map_drop", "batch"}``: throughput on batches of
         :data:`REID_BATCH` crops, ONNX Runtime CPU.
     """
-    import torch
-
+    from motops.data.crops import frame_keys, load_crops, retrieval_metrics
     from motops.export.onnx_export import ort_embed, read_onnx_metadata
-    from motops.training.reid import _keys, load_crops, retrieval_metrics
 
     size = tuple(int(v) for v in read_onnx_metadata(fp32).get("input_size", (128, 64)))
-    q_img = load_crops(query_df["path"].to_list(), size[0], size[1]).numpy().astype(np.float32)
-    g_img = load_crops(gallery_df["path"].to_list(), size[0], size[1]).numpy().astype(np.float32)
-    qk, gk = _keys(query_df, gallery_df)
+    q_img = load_crops(query_df["path"].to_list(), size[0], size[1]).astype(np.float32)
+    g_img = load_crops(gallery_df["path"].to_list(), size[0], size[1]).astype(np.float32)
+    qk, gk = frame_keys(query_df, gallery_df)
     q_pids, g_pids = query_df["pid"].to_numpy(), gallery_df["pid"].to_numpy()
     out: dict[str, Any] = {"batch": REID_BATCH, "threads": threads}
     embeddings, runners = {}, {}
@@ -418,7 +416,7 @@ def int8_report_reid(
         q = ort_embed(session, q_img, batch_size=REID_BATCH)
         g = ort_embed(session, g_img, batch_size=REID_BATCH)
         embeddings[name] = np.concatenate([q, g])
-        out[name] = retrieval_metrics(torch.from_numpy(q), torch.from_numpy(g), q_pids, g_pids, qk, gk)
+        out[name] = retrieval_metrics(q, g, q_pids, g_pids, qk, gk)
         runners[name] = _ort_runner(session, bench)
     for name, seconds in compare_speed(runners, rounds=rounds).items():
         out[name]["crops_per_s"] = REID_BATCH / seconds
@@ -463,7 +461,7 @@ def int8_report_detector(
         ``matched_fraction`` is the share of FP32 boxes with an INT8 box of the same class at IoU > 0.5.
     """
     from motops.export.onnx_export import _greedy_match
-    from motops.tracking.backends import letterbox, load_detector, to_blob
+    from motops.runtime.backends import letterbox, load_detector, to_blob
 
     if len(frames) == 0:
         raise ValueError("int8_report_detector needs at least one frame")
@@ -511,7 +509,7 @@ def map50(detections: Sequence[np.ndarray], ground_truth: Sequence[np.ndarray]) 
     """
     from ultralytics.utils.metrics import ap_per_class
 
-    from motops.tracking.matching import iou_matrix
+    from motops.runtime.matching import iou_matrix
 
     tp, conf, pred_cls, target_cls = [], [], [], []
     for det, gt in zip(detections, ground_truth, strict=True):

@@ -48,7 +48,6 @@ from typing import Any, Final
 
 from motops.config import FleetParams
 from motops.errors import MotopsError
-from motops.export.bundle import MANIFEST_FILE, manifest_digest, sha256_file, verify_bundle
 from motops.fleet.signing import PublicKeyLike, SigningKeyError, load_public_key, public_key_fingerprint
 from motops.fleet.store import (
     CHANNEL_FIELD,
@@ -64,6 +63,7 @@ from motops.fleet.store import (
     with_env_overrides,
 )
 from motops.fsutil import atomic_write, fsync_dir
+from motops.runtime.bundle import MANIFEST_FILE, manifest_digest, sha256_file, verify_bundle
 
 logger = logging.getLogger(__name__)
 
@@ -692,7 +692,7 @@ class EdgeAgent:
             shutil.rmtree(self.install_dir / STAGING_DIR)
 
     def _check_loads(self, folder: Path, version: str) -> None:
-        from motops.export.bundle import load_bundle
+        from motops.runtime.bundle import load_bundle
 
         try:
             load_bundle(folder, backend="onnxruntime", verify=False, device="cpu")
@@ -730,7 +730,7 @@ class EdgeAgent:
         """
         if not self.params.build_tensorrt:
             return {"built": False, "reason": "disabled (fleet.build_tensorrt is false)"}
-        from motops.export import tensorrt as trt
+        from motops.runtime import tensorrt as trt
 
         ok, reason = _tensorrt_available()
         if not ok:
@@ -902,13 +902,13 @@ def _describe_os_error(exc: OSError, doing: str) -> str:
 
 
 def _tensorrt_available() -> tuple[bool, str]:
-    """:func:`motops.export.tensorrt.tensorrt_status`, without importing torch where TensorRT is absent.
+    """:func:`motops.runtime.tensorrt.tensorrt_status`, without importing torch where TensorRT is absent.
 
     Most devices have no TensorRT; importing torch just to learn that costs seconds per sync.
     """
     if importlib.util.find_spec("tensorrt") is None:
         return False, "TensorRT: the 'tensorrt' Python package is not installed"
-    from motops.export.tensorrt import tensorrt_status
+    from motops.runtime.tensorrt import tensorrt_status
 
     return tensorrt_status()
 

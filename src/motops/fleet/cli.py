@@ -44,9 +44,9 @@ edge_app = typer.Typer(
 
 
 def _exit_code(exc: MotopsError) -> int:
-    from motops.export.bundle import BundleError
     from motops.fleet.signing import SigningKeyError
     from motops.fleet.store import FleetError
+    from motops.runtime.bundle import BundleError
 
     if isinstance(exc, ConfigError | SigningKeyError | BundleError):
         return 2

@@ -26,7 +26,6 @@ from typing import Any
 
 from motops.config import FleetParams, Params
 from motops.errors import ConfigError
-from motops.export.bundle import MANIFEST_FILE, manifest_digest, verify_bundle
 from motops.fleet.signing import PrivateKeyLike
 from motops.fleet.store import (
     SHA256_METADATA,
@@ -41,6 +40,7 @@ from motops.fleet.store import (
     s3_client,
     with_env_overrides,
 )
+from motops.runtime.bundle import MANIFEST_FILE, manifest_digest, verify_bundle
 
 logger = logging.getLogger(__name__)
 
@@ -351,7 +351,7 @@ def _download_model(
         raise ConfigError(
             f"--model-uri {uri}: the registry module is not available ({exc}); use --bundle DIR"
         ) from None
-    from motops.export.bundle import manifest_digest
+    from motops.runtime.bundle import manifest_digest
 
     got = Path(download_bundle(uri, dst, params, root=root))
     registry = params.registry.model_copy(update={"model_name": name})

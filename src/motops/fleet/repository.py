@@ -448,7 +448,7 @@ def release_targets(
 
     from tuf.api.metadata import TargetFile
 
-    from motops.export.bundle import MANIFEST_FILE
+    from motops.runtime.bundle import MANIFEST_FILE
 
     def custom(role: str) -> dict[str, Any]:
         return {"custom": {"name": name, "version": version, "channel": channel, "role": role}}

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from motops.errors import DataFormatError
-from motops.tracking.video import IMAGE_SUFFIXES, FrameSource, SourceError, open_source
+from motops.runtime.video import IMAGE_SUFFIXES, FrameSource, SourceError, open_source
 
 VIDEO_SUFFIXES: Final = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg")
 #: File in a folder of frames that gives its frame rate.
@@ -89,7 +89,7 @@ def open_footage(path: str | Path) -> FrameSource:
     """Open an unlabelled batch (video or folder of frames), its frame rate checked.
 
     Returns:
-        A :class:`~motops.tracking.video.FrameSource` yielding ``(frame, image_bgr)`` from 1.
+        A :class:`~motops.runtime.video.FrameSource` yielding ``(frame, image_bgr)`` from 1.
 
     Raises:
         DataFormatError: not a video or a folder of frames, no frame rate, or it cannot be

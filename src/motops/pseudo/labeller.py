@@ -35,7 +35,7 @@ import numpy as np
 import polars as pl
 
 from motops.errors import DataFormatError
-from motops.tracking.types import DET_INDEX, TRACK_ID
+from motops.runtime.types import DET_INDEX, TRACK_ID
 
 #: Written next to the sequence: how and by which champion the batch was labelled, and its statistics.
 PSEUDO_FILE = "pseudo.json"
@@ -48,7 +48,7 @@ class Labeller:
     Attributes:
         detector: ``frame_bgr -> (N, 6)`` ``[x1, y1, x2, y2, conf, cls]``.
         tracker: ``botsort`` or ``bytetrack``.
-        tracker_params: Association settings for :func:`motops.tracking.make_tracker`.
+        tracker_params: Association settings for :func:`motops.runtime.make_tracker`.
         described: Where the detector came from and at which input size (recorded in the stats).
     """
 
@@ -76,8 +76,8 @@ def load_labeller(bundle: str | Path, *, detector_pt: str | Path | None, imgsz: 
         frame_size: ``(width, height)`` of the footage.
         threads: ONNX Runtime threads (0: automatic).
     """
-    from motops.export.bundle import load_bundle
-    from motops.tracking.backends import load_detector
+    from motops.runtime.backends import load_detector
+    from motops.runtime.bundle import load_bundle
 
     engine = load_bundle(bundle, device="cpu", intra_op_num_threads=threads)
     cfg = engine.config
@@ -121,7 +121,7 @@ def track_pass(dets: Sequence[np.ndarray], tracker: str, params: dict[str, Any],
         warps: Per frame the camera-motion warp from the previous frame (BoT-SORT), or None.
         backward: Run from the last frame to the first (warps inverted).
     """
-    from motops.tracking import make_tracker
+    from motops.runtime import make_tracker
 
     trk = make_tracker(tracker, frame_rate=fps, **params)
     order = range(len(dets) - 1, -1, -1) if backward else range(len(dets))
@@ -362,7 +362,7 @@ def label_frames(frames: Iterable[tuple[int, np.ndarray]], labeller: Labeller, f
     """
     from tqdm import tqdm
 
-    from motops.tracking import make_tracker
+    from motops.runtime import make_tracker
 
     start = time.perf_counter()
     estimate = make_tracker(labeller.tracker, frame_rate=fps, **labeller.tracker_params).motion_estimator()

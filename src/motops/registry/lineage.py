@@ -146,7 +146,7 @@ def dvc_lock_tags(repo_dir: str | Path, stages: Iterable[str] = DATA_STAGES) -> 
 
 def version_tags() -> dict[str, str]:
     """``motops.lib.<name>``: python, motops, mlflow and the runtime libraries (``not installed`` when absent)."""
-    from motops.export.bundle import library_versions
+    from motops.runtime.bundle import library_versions
 
     versions: dict[str, str | None] = dict(library_versions())
     try:

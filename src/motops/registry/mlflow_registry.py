@@ -59,8 +59,8 @@ from mlflow.exceptions import MlflowException
 
 from motops.config import GatesParams, Params, RegistryParams
 from motops.errors import ConfigError, MotopsError
-from motops.export.bundle import MANIFEST_FILE, load_bundle, manifest_digest, verify_bundle
 from motops.registry.gates import evaluate_gate, format_gate_table
+from motops.runtime.bundle import MANIFEST_FILE, load_bundle, manifest_digest, verify_bundle
 
 logger = logging.getLogger(__name__)
 
@@ -515,7 +515,7 @@ class EngineModel(mlflow.pyfunc.PythonModel):
     """An engine bundle as an MLflow pyfunc model: ``mlflow.pyfunc.load_model(...).predict(source)``.
 
     The bundle is the model's ``bundle`` artifact; :meth:`load_context` verifies and loads it
-    with :func:`~motops.export.bundle.load_bundle`.
+    with :func:`~motops.runtime.bundle.load_bundle`.
 
     Args:
         backend: Detector backend given to ``load_bundle`` (``auto``, ``onnxruntime``, ``tensorrt``).
@@ -584,7 +584,7 @@ class EngineModel(mlflow.pyfunc.PythonModel):
                             f"a 'source' column; got {type(model_input).__name__}")
 
     def _track_one(self, source: Any, max_frames: int | None) -> Any:
-        from motops.tracking.runner import TRACKS_FILE
+        from motops.runtime.runner import TRACKS_FILE
 
         with tempfile.TemporaryDirectory(prefix="motops-predict-") as tmp:
             self.engine.track(str(source), out_dir=tmp, write_video=False, progress=False, max_frames=max_frames)

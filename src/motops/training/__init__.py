@@ -1,2 +1,2 @@
 """Training code: detector finetuning and its augmentations, ReID losses, samplers and the ReID
-training loop. The edge runtime (:mod:`motops.tracking`) never imports it."""
+training loop. The edge runtime (:mod:`motops.runtime`) never imports it."""

@@ -18,14 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import polars as pl
 import torch
 from torch.nn import functional as F
 
 from motops.config import ReidParams
-from motops.data.crops import read_reid_index
+from motops.data.crops import frame_keys, load_crops, read_reid_index, retrieval_metrics
 from motops.errors import ConfigError, DataFormatError
 from motops.models.reid import ReIDNet, count_parameters, load_reid, reid_meta, save_reid
 from motops.training.losses import IDLoss, TripletLoss
@@ -68,47 +67,18 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def load_crops(paths: Sequence[str], height: int | None = None, width: int | None = None) -> torch.Tensor:
-    """Read crop images into one tensor.
-
-    Args:
-        paths: Image files.
-        height: Resize to this height (``None``: keep; then all images must share one size).
-        width: Resize to this width.
-
-    Returns:
-        ``(N, 3, H, W)`` uint8, BGR.
-
-    Raises:
-        DataFormatError: an image is missing or unreadable, or sizes differ and no size is given.
-    """
-    images = []
-    for path in paths:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise DataFormatError(path, "ReID crop is missing or not readable by OpenCV")
-        if height is not None and width is not None and image.shape[:2] != (height, width):
-            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-        if images and image.shape != images[0].shape:
-            raise DataFormatError(path, f"crop is {image.shape[:2]}, the others {images[0].shape[:2]}; give a size")
-        images.append(image)
-    if not images:
-        return torch.empty((0, 3, height or 0, width or 0), dtype=torch.uint8)
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-
-
 class _CropStore:
     """Train crops by row index: in memory when small, else read from disk per batch."""
 
     def __init__(self, paths: Sequence[str], height: int, width: int) -> None:
         self.paths, self.height, self.width = list(paths), height, width
         small = len(self.paths) * 3 * height * width <= PRELOAD_BYTES
-        self.images = load_crops(self.paths, height, width) if small else None
+        self.images = torch.from_numpy(load_crops(self.paths, height, width)) if small else None
 
     def batch(self, indices: Sequence[int]) -> torch.Tensor:
         if self.images is not None:
             return self.images[torch.as_tensor(indices)]
-        return load_crops([self.paths[i] for i in indices], self.height, self.width)
+        return torch.from_numpy(load_crops([self.paths[i] for i in indices], self.height, self.width))
 
 
 def augment(images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -150,57 +120,6 @@ def embed(model: ReIDNet, images: torch.Tensor, *, batch_size: int = EVAL_BATCH)
     return torch.cat(out)
 
 
-def retrieval_metrics(
-    query: torch.Tensor,
-    gallery: torch.Tensor,
-    query_pids: np.ndarray,
-    gallery_pids: np.ndarray,
-    query_keys: np.ndarray,
-    gallery_keys: np.ndarray,
-) -> dict[str, float]:
-    """Rank-1 and mAP of cosine-distance retrieval.
-
-    Gallery items with the same key as the query (same sequence and frame) are left out of
-    its ranking: a tracker compares detections across frames, never two boxes of one frame.
-    Queries without a true match left in the gallery are skipped.
-
-    Args:
-        query: ``(Q, D)`` L2-normalized embeddings.
-        gallery: ``(G, D)`` L2-normalized embeddings.
-        query_pids: ``(Q,)`` identities.
-        gallery_pids: ``(G,)`` identities.
-        query_keys: ``(Q,)`` int64 sequence-and-frame keys.
-        gallery_keys: ``(G,)`` int64 keys.
-
-    Returns:
-        ``{"rank1", "map"}`` as fractions and ``"queries"``, the number of queries scored.
-
-    Raises:
-        ValueError: no query has a true match in the gallery.
-    """
-    dist = (1.0 - query @ gallery.t()).numpy()
-    rank1, aps = [], []
-    for i in range(len(query)):
-        keep = gallery_keys != query_keys[i]
-        order = np.argsort(dist[i, keep], kind="stable")
-        hits = gallery_pids[keep][order] == query_pids[i]
-        if not hits.any():
-            continue
-        rank1.append(float(hits[0]))
-        positions = np.flatnonzero(hits) + 1  # 1-based ranks of the true matches
-        aps.append(float(np.mean(np.arange(1, len(positions) + 1) / positions)))
-    if not aps:
-        raise ValueError("no query has a true match in the gallery; cannot score retrieval")
-    return {"rank1": float(np.mean(rank1)), "map": float(np.mean(aps)), "queries": len(aps)}
-
-
-def _keys(query_df: pl.DataFrame, gallery_df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Shared int64 codes of (sequence, frame) for the query and gallery rows."""
-    both = pl.concat([query_df.select("sequence", "frame"), gallery_df.select("sequence", "frame")])
-    codes = both.select(pl.struct("sequence", "frame").rank("dense").cast(pl.Int64)).to_series().to_numpy()
-    return codes[: query_df.height], codes[query_df.height :]
-
-
 def evaluate_reid(
     model: ReIDNet,
     query_df: pl.DataFrame,
@@ -237,9 +156,9 @@ def evaluate_reid(
     def paths(df: pl.DataFrame) -> list[str]:
         return [str(Path(root) / p) if root is not None else p for p in df["path"].to_list()]
 
-    q = embed(model, load_crops(paths(query_df), height, width), batch_size=batch_size)
-    g = embed(model, load_crops(paths(gallery_df), height, width), batch_size=batch_size)
-    qk, gk = _keys(query_df, gallery_df)
+    q = embed(model, torch.from_numpy(load_crops(paths(query_df), height, width)), batch_size=batch_size)
+    g = embed(model, torch.from_numpy(load_crops(paths(gallery_df), height, width)), batch_size=batch_size)
+    qk, gk = frame_keys(query_df, gallery_df)
     return retrieval_metrics(q, g, query_df["pid"].to_numpy(), gallery_df["pid"].to_numpy(), qk, gk)
 
 
@@ -350,9 +269,9 @@ def train_reid(
     rng = np.random.default_rng(params.seed)
     labels = np.searchsorted(train_pids, train_df["pid"].to_numpy())
     store = _CropStore(train_df["path"].to_list(), h, w)
-    query_images = load_crops(query_df["path"].to_list(), h, w)
-    gallery_images = load_crops(gallery_df["path"].to_list(), h, w)
-    qk, gk = _keys(query_df, gallery_df)
+    query_images = torch.from_numpy(load_crops(query_df["path"].to_list(), h, w))
+    gallery_images = torch.from_numpy(load_crops(gallery_df["path"].to_list(), h, w))
+    qk, gk = frame_keys(query_df, gallery_df)
     q_pids, g_pids = query_df["pid"].to_numpy(), gallery_df["pid"].to_numpy()
 
     def evaluate(net: ReIDNet) -> dict[str, float]:

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from motops.errors import MotopsError
-from motops.tracking.types import TRACK_ID
+from motops.runtime.types import TRACK_ID
 
 IMAGE_SUFFIXES: Final = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 STREAM_SCHEMES: Final = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")

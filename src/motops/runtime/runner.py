@@ -17,7 +17,7 @@ Outputs in ``out_dir``:
 * ``summary.json``: see :func:`track_source`.
 
 Timing: every component is measured with ``time.perf_counter`` around its own call, per
-frame. Frames are decoded ahead in a background thread (:func:`~motops.tracking.video.prefetch`),
+frame. Frames are decoded ahead in a background thread (:func:`~motops.runtime.video.prefetch`),
 so ``decode`` is the time the loop waits for the next frame, not the decoder's own time. That
 thread also computes what depends on the frames only (:meth:`SkippingTracker.precompute`):
 BoT-SORT's camera-motion warp on detection frames and, with ``detect_every > 1``, the optical
@@ -38,10 +38,10 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from motops.errors import ConfigError
-from motops.tracking.skipping import SkippingTracker
-from motops.tracking.trackers import TRACKER_PARAM_NAMES, TrackerParams, make_tracker
-from motops.tracking.types import TRACK_CONF, TRACK_ID
-from motops.tracking.video import Trails, VideoWriter, draw_tracks, open_source, prefetch
+from motops.runtime.skipping import SkippingTracker
+from motops.runtime.trackers import TRACKER_PARAM_NAMES, TrackerParams, make_tracker
+from motops.runtime.types import TRACK_CONF, TRACK_ID
+from motops.runtime.video import Trails, VideoWriter, draw_tracks, open_source, prefetch
 
 COMPONENTS = ("decode", "detect", "reid", "associate", "write")
 TRACKS_FILE = "tracks.txt"
@@ -57,14 +57,14 @@ _BOTSORT_ONLY: Final = ("with_reid", "proximity_thresh", "appearance_thresh", "g
 _APPEARANCE_ONLY: Final = ("proximity_thresh", "appearance_thresh", "embed")
 
 if TYPE_CHECKING:
-    from motops.export.bundle import Engine
+    from motops.runtime.bundle import Engine
 
 
 def tracker_params_from(track: Any) -> dict[str, Any]:
     """The association settings of a ``params.track`` section (or a mapping), for ``tracker_params``.
 
     ``params.yaml``'s ``track:`` also holds ``tracker``, ``detect_every``, ``flow`` and ``backend``,
-    which are arguments of :func:`track_source` / :func:`~motops.tracking.backends.load_detector`,
+    which are arguments of :func:`track_source` / :func:`~motops.runtime.backends.load_detector`,
     not of the tracker; this picks the tracker's own keys.
     """
     get = track.get if isinstance(track, Mapping) else lambda k, d=None: getattr(track, k, d)
@@ -152,7 +152,7 @@ def engine_with_settings(engine: Engine, user: Mapping[str, Any], *, labels: Map
 
     Turning appearance on (``with_reid: true``, or ``tracker: botsort`` over a bundle whose
     ``tracker.yaml`` has ``with_reid: true``) loads the bundle's ReID model as
-    :func:`~motops.export.bundle.load_bundle` would have (its INT8 ONNX on the CPU); turning it
+    :func:`~motops.runtime.bundle.load_bundle` would have (its INT8 ONNX on the CPU); turning it
     off drops the model. ``engine.config`` and ``engine.chosen`` say what runs.
 
     Raises:
@@ -160,8 +160,8 @@ def engine_with_settings(engine: Engine, user: Mapping[str, Any], *, labels: Map
     """
     if not user:
         return engine
-    from motops.export import bundle
-    from motops.tracking.backends import load_reid
+    from motops.runtime import bundle
+    from motops.runtime.backends import load_reid
 
     roles = model_roles(engine)
     has_reid = "reid" in roles
@@ -175,7 +175,7 @@ def engine_with_settings(engine: Engine, user: Mapping[str, Any], *, labels: Map
     if cfg["tracker"] == "botsort" and cfg["with_reid"] and has_reid:
         if reid is None:
             # the bundle's tracker.yaml left it unloaded; the same choice of file as load_bundle's
-            path, why = bundle._pick_onnx(engine.path, roles, "reid", "auto", bundle._ort_uses_gpu("auto"))
+            path, why = bundle.pick_onnx(engine.path, roles, "reid", "auto", bundle.ort_uses_gpu("auto"))
             reid = load_reid(path, backend="onnxruntime")
             chosen["reid"] = f"{path.name} (onnxruntime): {why}"
     elif reid is not None:
@@ -258,13 +258,13 @@ def track_source(
 
     Args:
         source: Video file, folder of frames, stream URL or webcam index (see
-            :func:`motops.tracking.video.open_source`).
-        detector: ``frame_bgr -> (N, 6)`` detections (a :class:`~motops.tracking.backends.Detector`
+            :func:`motops.runtime.video.open_source`).
+        detector: ``frame_bgr -> (N, 6)`` detections (a :class:`~motops.runtime.backends.Detector`
             or any callable); called on detection frames only.
         reid: ``(frame_bgr, boxes (N, 4)) -> (N, D)`` L2-normalized embeddings for BoT-SORT's
-            appearance cue (a :class:`~motops.tracking.backends.ReID`), or ``None`` (motion only).
+            appearance cue (a :class:`~motops.runtime.backends.ReID`), or ``None`` (motion only).
         tracker: ``botsort`` or ``bytetrack``.
-        tracker_params: Association settings (:data:`~motops.tracking.TRACKER_PARAM_NAMES`;
+        tracker_params: Association settings (:data:`~motops.runtime.TRACKER_PARAM_NAMES`;
             see :func:`tracker_params_from`); unknown keys are refused.
         detect_every: Run the detector every N-th frame and propagate by optical flow in
             between. Raising it saves detector time and loses accuracy on fast objects.
@@ -291,7 +291,7 @@ def track_source(
 
     Raises:
         FileNotFoundError: ``source`` does not exist.
-        motops.tracking.video.SourceError: ``source`` cannot be decoded.
+        motops.runtime.video.SourceError: ``source`` cannot be decoded.
         ValueError / TypeError: A bad tracker name, parameter, ``detect_every`` or ``flow``.
     """
     from tqdm import tqdm

@@ -1,7 +1,7 @@
 """Small pure association functions: IoU, score fusion, thresholded linear assignment.
 
 These mirror ``ultralytics.trackers.utils.matching`` (which the Ultralytics trackers used by
-:func:`motops.tracking.make_tracker` call internally) but are written here on plain box
+:func:`motops.runtime.make_tracker` call internally) but are written here on plain box
 arrays because the Ultralytics versions do not fit as a public API: their ``iou_distance``
 and ``fuse_score`` take lists of ``STrack`` objects, their ``linear_assignment`` returns a
 list of lists (or an empty array) depending on the branch, and importing that module

@@ -27,7 +27,7 @@ from typing import Final
 import cv2
 import numpy as np
 
-from motops.tracking.types import (
+from motops.runtime.types import (
     DET_INDEX,
     DTYPE,
     TRACK_ID,
@@ -133,7 +133,7 @@ class SkippingTracker:
 
     Args:
         tracker: Any tracker with ``update(dets, frame) -> tracks`` and ``reset()`` (e.g. from
-            :func:`motops.tracking.make_tracker`).
+            :func:`motops.runtime.make_tracker`).
         detect_every: Run ``detect_fn`` and the tracker on frames ``0, N, 2N, ...``; ``1`` runs
             them on every frame. Raising it saves detector time and loses accuracy on fast or
             turning objects.
@@ -208,7 +208,7 @@ class SkippingTracker:
         The optical flow of the frames this tracker will propagate and, when the wrapped tracker
         offers a ``motion_estimator()`` (BoT-SORT's camera-motion compensation), the camera-motion
         warp of the frames it will see. Neither depends on the tracks, so both can be computed
-        on another core (e.g. in the decoding thread of :func:`motops.tracking.video.prefetch`)
+        on another core (e.g. in the decoding thread of :func:`motops.runtime.video.prefetch`)
         while this tracker works on earlier frames; pass each ``ahead`` to :meth:`step`. The
         frames must be the ones then given to :meth:`step`, in order, starting right after a
         :meth:`reset` (or construction). The tracks are the same as without it.

@@ -1,8 +1,8 @@
 """ByteTrack and BoT-SORT in numpy, scipy's ``lap`` assignment and OpenCV: no torch, no Ultralytics.
 
-Built by :func:`motops.tracking.make_tracker` (the default ``impl="motops"``); the same
+Built by :func:`motops.runtime.make_tracker` (the default ``impl="motops"``); the same
 ``(N, 6)`` detections in, ``(M, 8)`` tracks out interface and :class:`TrackerParams` as the
-Ultralytics-backed peer (:class:`motops.tracking.trackers.UltralyticsTracker`), which stays
+Ultralytics-backed peer (:class:`motops.tracking.ultralytics.UltralyticsTracker`), which stays
 for training and benchmarks only.
 
 One frame (``update``), as in ByteTrack (Zhang et al., 2022) and BoT-SORT (Aharon et al., 2022):
@@ -10,10 +10,10 @@ One frame (``update``), as in ByteTrack (Zhang et al., 2022) and BoT-SORT (Aharo
 1. Detections with a non-empty box are split: ``conf >= track_high_thresh`` (high) and
    ``track_low_thresh < conf < track_high_thresh`` (low); the rest are discarded.
 2. Confirmed tracks and lost tracks are predicted one frame ahead by the Kalman filter
-   (:mod:`motops.tracking.kalman`: ``xyah`` for ByteTrack, ``xywh`` for BoT-SORT; a lost
+   (:mod:`motops.runtime.kalman`: ``xyah`` for ByteTrack, ``xywh`` for BoT-SORT; a lost
    track's size velocity is zeroed first, so a box does not keep growing while unseen).
    BoT-SORT then moves every track (unconfirmed ones too) by the camera motion
-   (:mod:`motops.tracking.gmc`), measured here or given ahead as ``warp``.
+   (:mod:`motops.runtime.gmc`), measured here or given ahead as ``warp``.
 3. First association, confirmed + lost tracks with high detections: cost ``1 - IoU``
    (times the detection score with ``fuse_score``); BoT-SORT takes the smaller of that and
    half the cosine distance of the track's smoothed embedding and the detection's, where
@@ -45,11 +45,11 @@ from typing import Final
 
 import numpy as np
 
-from motops.tracking.gmc import CameraMotion
-from motops.tracking.kalman import KalmanFilter
-from motops.tracking.matching import iou_matrix, linear_assignment
-from motops.tracking.trackers import ReidFn, TrackerParams, check_warp
-from motops.tracking.types import CLS, CONF, as_detections, empty_tracks
+from motops.runtime.gmc import CameraMotion
+from motops.runtime.kalman import KalmanFilter
+from motops.runtime.matching import iou_matrix, linear_assignment
+from motops.runtime.trackers import ReidFn, TrackerParams, check_warp
+from motops.runtime.types import CLS, CONF, as_detections, empty_tracks
 
 # The fixed thresholds of ByteTrack's later stages (not in params.yaml, as in both papers' code).
 SECOND_STAGE_THRESH: Final = 0.5  # low-score boxes continue a track only with IoU > 0.5
@@ -98,14 +98,14 @@ class _Track:
 class ByteTracker:
     """ByteTrack (``name="bytetrack"``) or BoT-SORT (``"botsort"``) on the motops array interface.
 
-    Build it with :func:`motops.tracking.make_tracker`. See the module docstring for one frame.
+    Build it with :func:`motops.runtime.make_tracker`. See the module docstring for one frame.
 
     Attributes:
         name: ``"bytetrack"`` or ``"botsort"``.
         params: The validated :class:`TrackerParams`.
         frame_rate: Frames per second of the footage (scales ``track_buffer``).
         uses_appearance: Whether ``reid`` is called (BoT-SORT with ``with_reid`` and a callable).
-        gmc: BoT-SORT's :class:`~motops.tracking.gmc.CameraMotion` (``None``: none compensated).
+        gmc: BoT-SORT's :class:`~motops.runtime.gmc.CameraMotion` (``None``: none compensated).
         reid_calls: ``reid`` calls made so far (at most one per frame).
         reid_boxes: Boxes embedded so far.
     """
@@ -136,7 +136,7 @@ class ByteTracker:
     def motion_estimator(self) -> Callable[[np.ndarray], np.ndarray] | None:
         """A ``frame -> (2, 3) warp`` callable giving the camera-motion warps this tracker would compute.
 
-        A second :class:`~motops.tracking.gmc.CameraMotion` configured like the tracker's, so it
+        A second :class:`~motops.runtime.gmc.CameraMotion` configured like the tracker's, so it
         can run in another thread: feed it the frames given to :meth:`update`, in the same order,
         and pass each result as ``update(..., warp=...)``. ``None`` when the tracker compensates
         no camera motion (``bytetrack``, ``gmc_method: none``) or its method also needs the
@@ -152,7 +152,7 @@ class ByteTracker:
         """Associate one frame's detections with the tracks.
 
         Args:
-            dets: ``(N, 6)`` ``[x1, y1, x2, y2, conf, cls]`` in pixels (see :mod:`motops.tracking.types`).
+            dets: ``(N, 6)`` ``[x1, y1, x2, y2, conf, cls]`` in pixels (see :mod:`motops.runtime.types`).
             frame: The BGR image ``(H, W, 3)`` uint8 the detections come from, or ``None`` for
                 motion-only tracking (then neither camera-motion compensation nor appearance).
             warp: BoT-SORT only: this frame's ``(2, 3)`` camera-motion warp, computed ahead by

@@ -2,9 +2,9 @@
 
 A detector is a callable ``frame_bgr (H, W, 3) uint8 -> (N, 6) float32`` detections
 ``[x1, y1, x2, y2, conf, cls]`` in pixels of the original frame (see
-:mod:`motops.tracking.types`); a ReID model is a callable ``(frame_bgr, boxes_xyxy (N, 4)) ->
+:mod:`motops.runtime.types`); a ReID model is a callable ``(frame_bgr, boxes_xyxy (N, 4)) ->
 (N, D) float32`` of L2-normalized embeddings, the ``reid`` hook of
-:func:`motops.tracking.make_tracker`. Build them with :func:`load_detector` and
+:func:`motops.runtime.make_tracker`. Build them with :func:`load_detector` and
 :func:`load_reid`.
 
 Backends and what each one does:
@@ -58,7 +58,7 @@ import cv2
 import numpy as np
 
 from motops.errors import DataFormatError, MotopsError
-from motops.tracking.types import DTYPE, empty_detections
+from motops.runtime.types import DTYPE, empty_detections
 
 logger = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ DTYPE: Final = np.float32
 
 
 class Tracker(Protocol):
-    """What the runtime needs from a tracker (see :func:`motops.tracking.make_tracker`)."""
+    """What the runtime needs from a tracker (see :func:`motops.runtime.make_tracker`)."""
 
     def update(self, dets: np.ndarray, frame: np.ndarray | None) -> np.ndarray:
         """Associate one frame's detections ``(N, 6)``; return its tracks ``(M, 8)``."""
