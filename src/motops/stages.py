@@ -392,8 +392,8 @@ def _time_beside_champion(params: Params, root: Path, backend: str) -> dict[str,
 
     from motops.evaluation.run import val_sequence_folder
     from motops.evaluation.speed import paired_fps
-    from motops.export.bundle import MANIFEST_FILE, manifest_digest
     from motops.registry.mlflow_registry import download_bundle
+    from motops.runtime.bundle import MANIFEST_FILE, manifest_digest
 
     with tempfile.TemporaryDirectory(prefix="motops-champion-") as tmp:
         champion_dir = download_bundle(f"models:/{params.registry.model_name}@champion", Path(tmp) / "champion",

@@ -54,8 +54,8 @@ def paired_fps(
         ConfigError: Fewer than two bundles, ``rounds < 1`` or ``max_frames < 1``.
         BundleError: A bundle is missing or altered (from ``load_bundle``).
     """
-    from motops.export.bundle import load_bundle
-    from motops.tracking.video import open_source
+    from motops.runtime.bundle import load_bundle
+    from motops.runtime.video import open_source
 
     if len(bundles) < 2:
         raise ConfigError(f"paired_fps: {len(bundles)} bundle(s) given; expected two or more to compare")
