@@ -27,6 +27,7 @@ from motops.runtime.backends import (
     to_blob,
 )
 from motops.runtime.matching import iou_matrix, linear_assignment
+from motops.runtime.tensorrt import cuda_devices
 
 IMGSZ = 160
 CONF = 0.15
@@ -222,7 +223,7 @@ def test_reid_refuses_a_detector_model(yolo_files: tuple[Path, Path]) -> None:
         load_reid(onnx_path)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised where there is no CUDA")
+@pytest.mark.skipif(bool(cuda_devices()[0]), reason="checks the error raised where there is no CUDA")
 def test_tensorrt_unavailable_without_cuda(tmp_path: Path) -> None:
     plan = tmp_path / "det.engine"
     plan.write_bytes(b"\0" * 64)
@@ -249,8 +250,9 @@ def test_auto_falls_back_from_engine_to_onnx_without_tensorrt(yolo_files: tuple[
 
 @pytest.mark.gpu
 def test_tensorrt_matches_onnxruntime(yolo_files: tuple[Path, Path], tmp_path: Path) -> None:
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device (torch.cuda.is_available() is False)")
+    devices, why = cuda_devices()
+    if not devices:
+        pytest.skip(f"needs CUDA: {why}")
     trt = pytest.importorskip("tensorrt", reason="TensorRT Python package not installed")
     _, onnx_path = yolo_files
     trt_logger = trt.Logger(trt.Logger.WARNING)

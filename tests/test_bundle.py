@@ -24,7 +24,8 @@ from helpers import export_tiny_reid, scene, tiny_reid_net, tiny_yolo
 from motops.export import bundle as bundle_mod
 from motops.export.bundle import tracker_config, write_bundle
 from motops.export.tensorrt import build_plans_or_skip
-from motops.runtime.backends import BackendUnavailable, load_detector
+from motops.runtime import tensorrt as trt_mod
+from motops.runtime.backends import BackendUnavailable, ModelFormatError, load_detector
 from motops.runtime.bundle import (
     MANIFEST_FILE,
     TRACKER_FILE,
@@ -35,7 +36,10 @@ from motops.runtime.bundle import (
     verify_bundle,
 )
 from motops.runtime.tensorrt import (
+    PlanRunner,
     build_plan,
+    check_plan_target,
+    cuda_devices,
     find_plan,
     onnx_is_qdq,
     parse_plan_name,
@@ -45,7 +49,9 @@ from motops.runtime.tensorrt import (
 
 IMGSZ = 160
 CONF = 0.15
-HAS_CUDA = torch.cuda.is_available()
+# What the runtime sees (cuda-python), not torch: TensorRT runs without torch.
+CUDA_DEVICES, NO_CUDA_REASON = cuda_devices()
+HAS_CUDA = bool(CUDA_DEVICES)
 
 
 @dataclass(frozen=True)
@@ -365,7 +371,7 @@ def test_plan_names_round_trip() -> None:
 
 
 def test_tensorrt_status_names_missing_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(trt_mod, "cuda_devices", lambda: ([], "no CUDA device (cudaGetDeviceCount is 0)"))
     ok, reason = tensorrt_status()
     assert ok is False and "CUDA not available on this machine" in reason
     entry, plans = build_plans_or_skip({"detector": Path("detector.onnx")}, "plans")
@@ -406,7 +412,7 @@ def _match_ious(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA: torch.cuda.is_available() is False on this machine")
+@pytest.mark.skipif(not HAS_CUDA, reason=f"needs CUDA: {NO_CUDA_REASON}")
 def test_tensorrt_fp16_plan_matches_onnxruntime(models: Models, tmp_path: Path) -> None:
     pytest.importorskip("tensorrt", reason="needs the TensorRT Python package")
     ok, reason = tensorrt_status()
@@ -414,7 +420,7 @@ def test_tensorrt_fp16_plan_matches_onnxruntime(models: Models, tmp_path: Path) 
     plans = tmp_path / "plans"
     timing = tmp_path / "timing.cache"
     plan = build_plan(models.detector, plans, name="detector", precision="fp16", workspace_gb=1, timing_cache=timing)
-    major, minor = torch.cuda.get_device_capability(0)
+    major, minor = CUDA_DEVICES[0][1]
     assert re.fullmatch(rf"detector\.fp16\.sm{major}{minor}\.trt\d+(\.\d+)*\.plan", plan.name)
     assert timing.stat().st_size > 0
     assert find_plan(plans.parent, "detector", "fp16") == plan
@@ -465,3 +471,97 @@ def test_cli_bundle_verify_and_track_with_engine(bundle: Path, tmp_path: Path) -
     assert "reid.onnx" in bad.output
     refused = runner.invoke(app, ["track", str(seq), "--engine", str(bundle), "--out", str(tmp_path / "r2")])
     assert refused.exit_code == 2 and "reid.onnx" in refused.output
+
+
+# --------------------------------------------------------------------------- TensorRT without torch
+
+
+def test_a_plan_named_for_another_gpu_or_tensorrt_is_refused_in_one_line(tmp_path: Path) -> None:
+    plan = tmp_path / plan_name("detector", "fp16", compute_capability=(8, 9), tensorrt_version="10.3.0")
+    plan.write_bytes(b"not read")
+    check_plan_target(plan, (8, 9), "10.3.0")  # its own target: accepted
+    for target, version in (((9, 0), "10.3.0"), ((8, 9), "10.8.0.43")):
+        with pytest.raises(ModelFormatError) as err:
+            check_plan_target(plan, target, version)
+        message = str(err.value)
+        assert "\n" not in message and plan.name in message and "sm89 and TensorRT 10.3.0" in message
+        assert f"sm{target[0]}{target[1]} with TensorRT {version}" in message and "not run" in message
+    check_plan_target(tmp_path / "yolov8n.engine", (9, 0), "10.8.0")  # not our naming: left to TensorRT
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA; the no-CUDA errors are checked where there is none")
+def test_without_cuda_the_plan_runner_and_the_cli_name_what_is_missing(bundle: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from motops.cli import app
+
+    with pytest.raises(BackendUnavailable, match="CUDA not available on this machine"):
+        PlanRunner(tmp_path / "detector.plan", b"\0" * 64)
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "000001.jpg"), scene(0))
+    out = CliRunner().invoke(app, ["track", str(frames), "--engine", str(bundle), "--backend", "tensorrt",
+                                   "--out", str(tmp_path / "run"), "--no-video"])
+    assert out.exit_code == 2 and "Traceback" not in out.output
+    lines = out.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --backend tensorrt: ") and "CUDA" in lines[0], lines
+    assert not (tmp_path / "run" / "tracks.txt").exists()
+    plan = tmp_path / "det.plan"
+    plan.write_bytes(b"\0" * 64)
+    out = CliRunner().invoke(app, ["track", str(frames), "--detector", str(plan), "--backend", "tensorrt",
+                                   "--out", str(tmp_path / "run2"), "--no-video"])
+    assert out.exit_code == 2 and out.output.startswith("error: --backend tensorrt: ") and "det.plan" in out.output
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason=f"needs CUDA: {NO_CUDA_REASON}")
+def test_fp16_and_numpy_calibrated_int8_plans_run_without_torch(models: Models, tmp_path: Path) -> None:
+    """Both precisions built and run through tensorrt + cuda-python; boxes agree with ONNX Runtime."""
+    pytest.importorskip("tensorrt", reason="needs the TensorRT Python package")
+    from motops.runtime.backends import letterbox, to_blob
+
+    frames = [scene(i) for i in range(8)]
+    batches = [to_blob(letterbox(f, (IMGSZ, IMGSZ))[0]) for f in frames]
+    plans = tmp_path / "plans"
+    fp16 = build_plan(models.detector, plans, name="detector", precision="fp16", workspace_gb=1)
+    int8 = build_plan(models.detector, plans, name="detector", precision="int8", workspace_gb=1,
+                      calibration=iter(batches))
+    assert (plans / "detector.calib.cache").stat().st_size > 0  # a rebuild needs no data
+    ort = load_detector(models.detector, backend="onnxruntime", conf=CONF, classes=None, device="cpu")
+    for plan, min_match in ((fp16, 0.9), (int8, 0.7)):
+        det = load_detector(plan, backend="tensorrt", conf=CONF, classes=None)
+        assert det.backend == "tensorrt" and det.device == "cuda:0"
+        for frame in frames[:3]:
+            a, b = ort(frame), det(frame)
+            assert len(a) >= 3 and len(b) >= 1
+            assert np.mean(_match_ious(a, b) >= 0.8) >= min_match, (plan.name, _match_ious(a, b))
+    runner = PlanRunner(fp16, fp16.read_bytes())
+    with pytest.raises(ValueError, match="the plan takes"):
+        runner(np.zeros((1, 3, IMGSZ + 32, IMGSZ), np.float32))
+    runner.close()
+    # The same bytes under a name for another GPU: refused before TensorRT reads them.
+    info = parse_plan_name(fp16)
+    other = tmp_path / plan_name("detector", "fp16", compute_capability=(info.compute_capability[0] + 1, 0),
+                                 tensorrt_version=info.tensorrt)
+    other.write_bytes(fp16.read_bytes())
+    with pytest.raises(ModelFormatError, match="this plan was built for"):
+        load_detector(other, backend="tensorrt")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason=f"needs CUDA: {NO_CUDA_REASON}")
+def test_the_bundle_tracks_on_its_tensorrt_plan(models: Models, tmp_path: Path) -> None:
+    pytest.importorskip("tensorrt", reason="needs the TensorRT Python package")
+    plan = build_plan(models.detector, tmp_path / "plans", name="detector", precision="fp16", workspace_gb=1)
+    files = {"detector": models.detector, "reid": models.reid, "plan_detector_fp16": plan}
+    out = _write(models, tmp_path / "engine", files=files,
+                 backends={**CPU_BACKENDS, "tensorrt": {"built": True, "reason": None}})
+    engine = load_bundle(out)  # auto: the plan made for this GPU
+    assert engine.detector.backend == "tensorrt" and "plans/" in engine.chosen["detector"]
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    for i in range(6):
+        cv2.imwrite(str(frames / f"{i + 1:06d}.jpg"), scene(i))
+    summary = engine.track(frames, out_dir=tmp_path / "run", write_video=False, progress=False)
+    assert summary["frames"] == 6 and (tmp_path / "run" / "tracks.txt").stat().st_size > 0
+

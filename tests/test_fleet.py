@@ -1044,3 +1044,102 @@ def test_disk_full_and_read_only_folder_fail_in_one_line_with_current_intact(tmp
     assert re.search(r"No space left on device \[ENOSPC\]", out["full"]["last_error"])  # recorded once space freed
     assert "refused before writing" in out["no_room"]["last_error"]
     assert out["ro"]["last_error"] is None  # could not be written: the one printed line is the record
+
+
+# --------------------------------------------------------------------------- the edge install
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The training stack: none of it may be imported by ``motops edge sync`` or ``motops track --engine``.
+HEAVY = ("torch", "torchvision", "ultralytics", "mlflow", "prefect", "dvc", "great_expectations", "polars")
+# Written into the edge venv: at exit, every process lists the modules it loaded.
+SITECUSTOMIZE = """
+import atexit, os, sys
+_out = os.environ.get("MOTOPS_TEST_MODULES_DIR")
+if _out:
+    def _dump():
+        with open(os.path.join(_out, f"{os.getpid()}.txt"), "w") as fh:
+            fh.write("\\n".join(sorted(sys.modules)))
+    atexit.register(_dump)
+"""
+
+
+def _dir_mb(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink()) / 1e6
+
+
+def test_the_edge_install_syncs_and_tracks_without_the_training_stack(tmp_path, params, bundles, clip):
+    """A fresh venv with only the base dependencies (pinned by requirements.lock): sync, track, and nothing heavy."""
+    started = time.perf_counter()
+    source = tmp_path / "motops-src"  # a copy, so the build leaves nothing in the checkout
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        (source / name).write_bytes((ROOT / name).read_bytes())
+    import shutil
+
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    venv = tmp_path / "edge-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    py = venv / "bin" / "python"
+    pip = subprocess.run(
+        [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "-c", str(ROOT / "requirements.lock"), str(source)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert pip.returncode == 0, pip.stderr[-3000:]
+    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    installed = {p.name.split("-")[0].lower() for p in site.glob("*.dist-info")}
+    assert "motops" in installed and "onnxruntime" in installed and "tuf" in installed
+    assert not installed & {"torch", "torchvision", "ultralytics", "mlflow", "prefect", "dvc", "polars"}, installed
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    install_s = time.perf_counter() - started
+
+    publish_bundle(bundles["1"], name="tracker", version="1", params=params)
+    params_file = tmp_path / "edge.yaml"
+    params_file.write_text(yaml.safe_dump({"fleet": params.model_dump()}))
+    modules_dir = tmp_path / "modules"
+    modules_dir.mkdir()
+    env = {**os.environ, "MOTOPS_TEST_MODULES_DIR": str(modules_dir)}
+    env.pop("PYTHONPATH", None)  # the venv's own motops, not the checkout's
+    motops = str(venv / "bin" / "motops")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([motops, *args], capture_output=True, text=True, env=env, timeout=300, check=False,
+                              cwd=tmp_path)
+
+    sync = run("edge", "sync", "-p", str(params_file), "--install-dir", str(tmp_path / "device"))
+    assert sync.returncode == 0, sync.stdout + sync.stderr
+    assert json.loads(sync.stdout)["version"] == "1"
+    current = tmp_path / "device" / "current"
+    track = run("track", str(clip), "--engine", str(current), "--out", str(tmp_path / "run"), "--no-video")
+    assert track.returncode == 0, track.stdout + track.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["frames"] == 4 and (tmp_path / "run" / "tracks.txt").is_file()
+
+    # A training command says which extra it needs, in one line, instead of a traceback.
+    ingest = run("ingest")
+    assert ingest.returncode == 2 and "Traceback" not in ingest.stderr, ingest.stderr
+    assert len(ingest.stderr.strip().splitlines()) == 1 and "pip install 'motops[train]'" in ingest.stderr
+
+    dumps = sorted(modules_dir.glob("*.txt"))
+    assert len(dumps) >= 3, dumps  # sync, track, ingest (and pip's own interpreters, harmlessly)
+    for dump in dumps:
+        loaded = set(dump.read_text().split())
+        assert not {m for m in loaded if m.split(".")[0] in HEAVY}, f"{dump.name}: {sorted(loaded & set(HEAVY))}"
+    loaded_any = set().union(*(set(d.read_text().split()) for d in dumps))
+    assert {"onnxruntime", "tuf", "motops.runtime.bundle", "motops.fleet.agent"} <= loaded_any
+
+    # What `motops track` costs before it reads a frame: the CLI and the runtime it loads.
+    clock = time.perf_counter()
+    imported = subprocess.run([str(py), "-c", "import motops.cli, motops.runtime.bundle, motops.runtime.runner"],
+                              env=env, capture_output=True, text=True, timeout=60, check=False)
+    import_s = time.perf_counter() - clock
+    assert imported.returncode == 0, imported.stderr
+    size_mb = _dir_mb(site)
+    print(f"edge install: {install_s:.0f} s to create, site-packages {size_mb:.0f} MB, python + import of "
+          f"motops track's modules {import_s:.2f} s, whole test {time.perf_counter() - started:.0f} s")
+    # Issue #14's goal is <= 250 MB. Measured: 417 MB, of which the three packages the runtime cannot
+    # do without take 304 (opencv-python-headless 5.0: 153, onnxruntime: 78, numpy: 73) and pip +
+    # setuptools 24; the goal is out of reach with OpenCV 5.0's wheel. The bound catches what matters:
+    # any part of the training stack (torch alone is > 1 GB) coming back into the base install.
+    assert size_mb <= 500, f"edge install is {size_mb:.0f} MB (417 MB when written); something heavy came in"

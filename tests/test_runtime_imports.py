@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,48 @@ def test_importing_the_runtime_loads_no_heavy_module(extra: list[str]) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_training_command_without_the_train_extra_says_which_extra_in_one_line(tmp_path: Path) -> None:
+    """``motops ingest`` where the training stack is not installed: one line naming the extra, exit 2."""
+    code = (
+        "import sys\n"
+        f"for m in {list(HEAVY)!r}: sys.modules[m] = None  # as on an edge install: import fails\n"
+        "sys.argv = ['motops', 'ingest']\n"
+        "from motops.cli import main\n"
+        "main()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
+                         cwd=tmp_path)  # no params.yaml there: the built-in defaults
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert re.fullmatch(
+        r"error: motops ingest needs the 'train' extra, which is not installed here \(no module named '\w+'\); "
+        r"install it with: pip install 'motops\[train\]'",
+        lines[0],
+    ), lines[0]
+
+
+def test_a_mot_sequence_folder_opens_without_the_training_stack(tmp_path: Path) -> None:
+    """``motops track SEQ`` reads ``seqinfo.ini`` for the frame rate; that must not need polars."""
+    import cv2
+    import numpy as np
+
+    seq = tmp_path / "SEQ-01"
+    (seq / "img1").mkdir(parents=True)
+    for i in (1, 2):
+        cv2.imwrite(str(seq / "img1" / f"{i:06d}.jpg"), np.full((48, 64, 3), 40 * i, np.uint8))
+    (seq / "seqinfo.ini").write_text(
+        "[Sequence]\nname=SEQ-01\nimDir=img1\nframeRate=12.5\nseqLength=2\nimWidth=64\nimHeight=48\nimExt=.jpg\n"
+    )
+    code = (
+        "import sys\n"
+        f"for m in {list(HEAVY)!r}: sys.modules[m] = None\n"
+        "from motops.runtime.video import open_source\n"
+        f"src = open_source({str(seq)!r})\n"
+        "print(src.fps, src.length, len(list(src)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["12.5", "2", "2"]

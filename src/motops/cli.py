@@ -197,7 +197,7 @@ def _track(
     from pydantic import ValidationError
 
     from motops.cli_common import refuse_unused, user_settings
-    from motops.runtime.backends import load_detector, load_reid
+    from motops.runtime.backends import BackendUnavailable, load_detector, load_reid
     from motops.runtime.runner import (
         SETTINGS,
         engine_with_settings,
@@ -239,6 +239,7 @@ def _track(
         user["with_reid"], labels["with_reid"] = True, f"--reid {reid}"
     backend_name = user.pop("backend", None)
     settings = {k: v for k, v in user.items() if k in SETTINGS}
+    backend_label = labels.get("backend", f"track.backend={backend_name or checked.backend}")
 
     if engine is not None:
         from motops.runtime.bundle import load_bundle
@@ -248,7 +249,10 @@ def _track(
                               "weights; use auto, onnxruntime or tensorrt")
         default = params.track.backend if params.track.backend != "torch" else "auto"  # params.yaml's, for .pt files
         folder = _engine_dir(engine, params)
-        loaded = load_bundle(folder, backend=backend_name or default)
+        try:
+            loaded = load_bundle(folder, backend=backend_name or default)
+        except BackendUnavailable as exc:  # only backend='tensorrt' refuses to fall back
+            raise ConfigError(f"{backend_label}: {exc}") from None
         if imgsz is not None and (imgsz, imgsz) != tuple(loaded.imgsz):
             h, w = loaded.imgsz
             raise ConfigError(f"--imgsz {imgsz}: the bundle's detector takes {h}x{w} (H x W), fixed when it was "
@@ -261,7 +265,10 @@ def _track(
             params.track.model_dump(), settings, has_reid=reid is not None, labels=labels,
             no_reid="no ReID model was given; add --reid MODEL",
         )
-        model = load_detector(detector, backend=checked.backend, imgsz=640 if imgsz is None else imgsz)
+        try:
+            model = load_detector(detector, backend=checked.backend, imgsz=640 if imgsz is None else imgsz)
+        except BackendUnavailable as exc:
+            raise ConfigError(f"{backend_label}: {exc}") from None
         if imgsz is not None and (imgsz, imgsz) != tuple(model.imgsz):
             h, w = model.imgsz
             raise ConfigError(f"--imgsz {imgsz}: {detector} takes {h}x{w} (H x W), fixed when it was exported; "
@@ -484,9 +491,39 @@ def _mount_fleet() -> None:
 _mount_fleet()
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    """Run the CLI (``python -m motops.cli``)."""
-    sys.exit(app())
+#: Top-level modules of each optional extra (pyproject.toml): a command that needs one on an
+#: install without that extra (an edge device) says which extra to add, in one line.
+EXTRA_MODULES: dict[str, frozenset[str]] = {
+    "train": frozenset({
+        "torch", "torchvision", "ultralytics", "onnx", "onnxslim", "prefect", "fastapi", "dvc", "mlflow",
+        "flask_wtf", "polars", "pyarrow", "pandas", "great_expectations", "trackeval", "PIL", "matplotlib",
+    }),
+    "tensorrt": frozenset({"tensorrt", "cuda"}),
+    "s3": frozenset({"dvc_s3"}),
+}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The extra whose module ``exc`` failed to import (``train``, ``tensorrt``, ``s3``), or ``None``."""
+    top = (exc.name or "").split(".")[0]
+    return next((extra for extra, modules in EXTRA_MODULES.items() if top in modules), None)
+
+
+def main() -> None:
+    """The ``motops`` console command: the CLI, with a missing extra reported in one line, not a traceback."""
+    try:
+        sys.exit(app())
+    except ModuleNotFoundError as exc:
+        extra = missing_extra(exc)
+        if extra is None:
+            raise
+        command = " ".join(a for a in sys.argv[1:3] if not a.startswith("-")) or "this command"
+        typer.secho(
+            f"error: motops {command} needs the '{extra}' extra, which is not installed here (no module named "
+            f"'{exc.name}'); install it with: pip install 'motops[{extra}]'",
+            fg=typer.colors.RED, err=True,
+        )
+        sys.exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -902,9 +902,9 @@ def _describe_os_error(exc: OSError, doing: str) -> str:
 
 
 def _tensorrt_available() -> tuple[bool, str]:
-    """:func:`motops.runtime.tensorrt.tensorrt_status`, without importing torch where TensorRT is absent.
+    """:func:`motops.runtime.tensorrt.tensorrt_status`, without asking the CUDA driver where TensorRT is absent.
 
-    Most devices have no TensorRT; importing torch just to learn that costs seconds per sync.
+    Most devices have no TensorRT; loading the CUDA runtime just to learn that costs time per sync.
     """
     if importlib.util.find_spec("tensorrt") is None:
         return False, "TensorRT: the 'tensorrt' Python package is not installed"

@@ -17,7 +17,8 @@ torch          detector ``.pt`` (Ultralytics)  Ultralytics' own predictor (``YOL
                ``.pt``/``.pth`` or a Module
 onnxruntime    ``.onnx`` (FP32, FP16, INT8     ours, see below
                QDQ alike)
-tensorrt       detector ``.engine``/``.plan``  ours, as for onnxruntime; inference on CUDA
+tensorrt       detector ``.engine``/``.plan``  ours, as for onnxruntime; inference on CUDA through
+                                               ``tensorrt`` + ``cuda-python`` (no torch)
 =============  ==============================  =================================================
 
 The ONNX/TensorRT detector path reproduces Ultralytics' predictor, so every backend of one
@@ -488,92 +489,45 @@ class OrtDetector(_YoloPostprocessing):
 
 
 class TensorRTDetector(_YoloPostprocessing):
-    """A YOLO detector compiled to a TensorRT plan, run on CUDA with torch tensors as device buffers.
+    """A YOLO detector compiled to a TensorRT plan, run on CUDA through cuda-python (no torch).
 
     Reads plain plans and Ultralytics ``.engine`` files (which prefix the plan with a 4-byte
-    length and a JSON metadata block). Needs TensorRT >= 8.5 (the named-tensor API).
+    length and a JSON metadata block). A plan named by :func:`motops.runtime.tensorrt.plan_name`
+    for another GPU or TensorRT version is refused before TensorRT reads it. Needs TensorRT >= 10
+    (the named-tensor API) and ``cuda-python`` (:class:`motops.runtime.tensorrt.PlanRunner`).
     """
 
     backend = "tensorrt"
 
     def __init__(self, path: Path, **kwargs: Any) -> None:
-        torch, trt = _require_tensorrt(path)
+        from motops.runtime.tensorrt import PlanRunner
+
         device = kwargs["device"]
-        kwargs["device"] = _torch_device("cuda" if device == "auto" else device)
-        if kwargs["device"] == "cpu":
+        if device == "cpu":
             raise BackendUnavailable(f"{path}: the tensorrt backend runs on CUDA only; got device='cpu'")
+        index = 0 if device in ("auto", "cuda") else _cuda_device_index(device)
         blob, metadata = _read_engine_file(path)
-        trt_logger = trt.Logger(trt.Logger.WARNING)
-        with torch.cuda.device(kwargs["device"]):
-            engine = trt.Runtime(trt_logger).deserialize_cuda_engine(blob)
-            if engine is None:
-                raise ModelFormatError(
-                    path, "TensorRT could not deserialize the plan (not a plan, or built by another TensorRT "
-                    f"version or for another GPU; this is TensorRT {trt.__version__}); rebuild it from the .onnx"
-                )
-            self._engine = engine
-            self._context = engine.create_execution_context()
-            self._stream = torch.cuda.Stream(device=kwargs["device"])
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(inputs) != 1 or not outputs:
-            raise ModelFormatError(path, f"engine tensors {names}; expected one input image and a head output")
-        self._input_name, self._output_name = inputs[0], outputs[0]
-        shape = tuple(engine.get_tensor_shape(self._input_name))
+        try:
+            self._runner = PlanRunner(path, blob, device=index)
+        except BackendUnavailable as exc:
+            raise BackendUnavailable(
+                f"{path}: the tensorrt backend cannot run here: {exc}; run the .onnx with backend='onnxruntime'"
+            ) from None
+        shape = self._runner.input_shape
         if len(shape) != 4:
-            raise ModelFormatError(path, f"input '{self._input_name}' has shape {shape}; expected (1, 3, H, W)")
+            raise ModelFormatError(path, f"input '{self._runner.input_name}' has shape {shape}; expected (1, 3, H, W)")
         h, w = _static_dim(shape[2]), _static_dim(shape[3])
         if h and w:
             kwargs["imgsz"] = (h, w)
         elif isinstance(metadata.get("imgsz"), list) and len(metadata["imgsz"]) == 2:
             kwargs["imgsz"] = tuple(int(v) for v in metadata["imgsz"])
+        kwargs["device"] = f"cuda:{index}"
         super().__init__(path, **kwargs)
-        self._context.set_input_shape(self._input_name, (1, 3, *self.imgsz))
-        torch_dtype = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16}
-        in_dtype = torch_dtype.get(engine.get_tensor_dtype(self._input_name))
-        if in_dtype is None:
-            raise ModelFormatError(path, "input tensor is neither float32 nor float16; expected an image input")
-        self._input_dtype = np.float16 if in_dtype == torch.float16 else np.float32
-        self._buffers: dict[str, Any] = {}
-        for name in names:
-            dtype = torch_dtype.get(engine.get_tensor_dtype(name), torch.float32)
-            dims = tuple(self._context.get_tensor_shape(name))
-            buf = torch.empty(dims, dtype=dtype, device=self.device)
-            self._buffers[name] = buf
-            self._context.set_tensor_address(name, buf.data_ptr())
-        self._torch = torch
+        self._input_dtype = self._runner.input_dtype.type
+        self._output_name = self._runner.output_names[0]
 
     def _forward(self, blob: Array) -> Array:
-        torch = self._torch
-        with torch.cuda.stream(self._stream):
-            self._buffers[self._input_name].copy_(torch.from_numpy(blob), non_blocking=False)
-            if not self._context.execute_async_v3(self._stream.cuda_stream):
-                raise RuntimeError(f"{self.path}: TensorRT execution failed")
-            out = self._buffers[self._output_name].float().cpu()
-        self._stream.synchronize()
-        return out.numpy()
-
-
-def _require_tensorrt(path: Path) -> tuple[Any, Any]:
-    """Import torch (CUDA buffers) and tensorrt, or say which of CUDA / TensorRT is missing."""
-    try:
-        import torch
-    except ImportError as exc:
-        raise BackendUnavailable(f"{path}: the tensorrt backend needs torch with CUDA for its buffers ({exc})") from exc
-    if not torch.cuda.is_available():
-        raise BackendUnavailable(
-            f"{path}: the tensorrt backend needs a CUDA GPU, and there is none here (torch.cuda.is_available() is "
-            "False: no NVIDIA GPU, driver or CUDA build of torch); run the bundle's .onnx with backend='onnxruntime'"
-        )
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise BackendUnavailable(
-            f"{path}: the tensorrt backend needs the TensorRT Python package ('import tensorrt' failed: {exc}); "
-            "install TensorRT for this CUDA version, or use the .onnx with backend='onnxruntime'"
-        ) from exc
-    return torch, trt
+        return self._runner(blob)[self._output_name]
 
 
 def _read_engine_file(path: Path) -> tuple[bytes, dict[str, Any]]:
@@ -593,16 +547,10 @@ def _read_engine_file(path: Path) -> tuple[bytes, dict[str, Any]]:
 
 
 def tensorrt_available() -> bool:
-    """Whether CUDA and the TensorRT Python package are both present (without raising)."""
-    try:
-        import torch
+    """Whether a CUDA device, cuda-python and the TensorRT Python package are all present (without raising)."""
+    from motops.runtime.tensorrt import tensorrt_status
 
-        if not torch.cuda.is_available():
-            return False
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return tensorrt_status()[0]
 
 
 def _imgsz(imgsz: int | Sequence[int]) -> tuple[int, int]:

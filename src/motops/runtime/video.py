@@ -167,7 +167,7 @@ def _open_capture(target: str | int, name: str, kind: str) -> CaptureSource:
 
 
 def _folder_source(folder: Path, fps: float | None) -> FolderSource:
-    from motops.data.mot import read_seqinfo
+    from motops.data.seqinfo import read_seqinfo
 
     seqinfo = None
     if (folder / "seqinfo.ini").is_file():
