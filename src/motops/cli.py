@@ -151,7 +151,8 @@ def track(
     out: Annotated[Path, typer.Option(help="Output folder: tracks.txt, annotated.mp4, summary.json.")] = Path(
         "runs/track"
     ),
-    backend: Annotated[str | None, typer.Option(help="auto, torch, onnxruntime or tensorrt (default: track.backend).")]
+    backend: Annotated[str | None, typer.Option(help="auto, torch, onnxruntime, tensorrt or openvino (default: "
+                                                     "track.backend).")]
     = None,
     tracker: Annotated[str | None, typer.Option(help="bytetrack or botsort (default: track.tracker).")] = None,
     detect_every: Annotated[
@@ -245,10 +246,10 @@ def _track(
 
         if backend_name == "torch":
             raise ConfigError(f"{labels.get('backend', 'track.backend=torch')}: an engine bundle holds no torch "
-                              "weights; use auto, onnxruntime or tensorrt")
+                              "weights; use auto, onnxruntime, tensorrt or openvino")
         default = params.track.backend if params.track.backend != "torch" else "auto"  # params.yaml's, for .pt files
         folder = _engine_dir(engine, params)
-        loaded = load_bundle(folder, backend=backend_name or default)
+        loaded = load_bundle(folder, backend=backend_name or default, max_map50_drop=checked.int8_max_map50_drop)
         if imgsz is not None and (imgsz, imgsz) != tuple(loaded.imgsz):
             h, w = loaded.imgsz
             raise ConfigError(f"--imgsz {imgsz}: the bundle's detector takes {h}x{w} (H x W), fixed when it was "

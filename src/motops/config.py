@@ -412,7 +412,14 @@ class TrackParams(_Section):
     )
     detect_every: PositiveInt = Field(default=1, description="Run the detector every N-th frame; flow in between.")
     flow: Literal["dis", "farneback"] = "dis"
-    backend: Literal["auto", "torch", "onnxruntime", "tensorrt"] = "auto"
+    backend: Literal["auto", "torch", "onnxruntime", "tensorrt", "openvino"] = "auto"
+    int8_max_map50_drop: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.01,
+        description="Largest mAP50 cost on val (fraction; 0.01 = one point), recorded in the bundle's manifest, at "
+        "which backend auto runs the INT8 detector on a CPU with VNNI/AMX (or OpenVINO's bf16 on AMX). Raising it "
+        "trades detection accuracy for speed there; CPUs without VNNI/AMX run FP32 regardless "
+        "(motops.runtime.hardware).",
+    )
 
 
 class EvaluateParams(_Section):

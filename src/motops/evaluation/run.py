@@ -151,7 +151,8 @@ def evaluate_engine(
     cfg = params.evaluate
     out = root / cfg.out_dir
     engine_dir = root / params.export.engine_dir
-    engine = load_bundle(engine_dir, backend=_engine_backend(params, user_track))
+    engine = load_bundle(engine_dir, backend=_engine_backend(params, user_track),
+                         max_map50_drop=params.track.int8_max_map50_drop)
     settings = {k: v for k, v in user_track.items() if k != "backend"}
     engine = engine_with_settings(engine, settings)
     sequences, annotations = _val_sequences(params, root)
