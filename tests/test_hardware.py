@@ -247,6 +247,39 @@ def test_auto_times_openvino_against_onnxruntime(models: Path, tmp_path: Path) -
     assert engine.detector.backend == ("openvino" if "detector.onnx on openvino" in line else "onnxruntime")
 
 
+# --------------------------------------------------------------------------- tracking scores per variant
+
+
+def test_evaluate_scores_each_recorded_variant(models: Path, tmp_path: Path) -> None:
+    """The evaluate stage's per-variant tracking (only the detector differs) and its merge into the manifest."""
+    from motops.config import SyntheticParams
+    from motops.data.mot import read_mot_sequence
+    from motops.data.seqinfo import read_seqinfo
+    from motops.data.synthetic import synthesize
+    from motops.evaluation.variants import score_variants, with_scores
+
+    seq = synthesize(tmp_path / "footage", SyntheticParams(sequences=1, frames=4, width=320, height=192,
+                                                           people=(4,), fps=(10.0,)), progress=False)[0]
+    _, gt = read_mot_sequence(seq)
+    info = read_seqinfo(seq / "seqinfo.ini")
+    bundle = _int8_bundle(models, tmp_path / "b")
+    engine = load_bundle(bundle, backend="onnxruntime", intra_op_num_threads=1)
+    args = {"tracker_params": engine.tracker_params, "folders": {info.name: seq / "img1"}, "lengths": {info.name: 4},
+            "gt": {info.name: gt.select("frame", "id", "left", "top", "width", "height", "conf", "class",
+                                        "visibility")},
+            "seqinfo": {info.name: info}, "out_dir": tmp_path / "variants", "nms_iou": 0.7}
+    scores = score_variants(engine, **args)
+    assert set(scores) == {"fp32", "int8"}  # what the manifest records
+    assert all(0.0 <= v["idf1"] <= 1.0 and "hota" in v for v in scores.values())
+    assert scores["fp32"]["idf1_drop"] == 0.0 and scores["int8"]["idf1_drop"] == 0.0  # the same bytes: same tracks
+    merged = with_scores(engine.manifest["metrics"], scores)["variants"]["detector"]
+    assert merged["int8"]["map50_drop"] == 0.004 and merged["int8"]["idf1"] == scores["int8"]["idf1"]
+    # a variant recorded without its file, or that cannot run here, is skipped with the reason
+    skipped = score_variants(engine, **args, skip=lambda v: "not here" if v == "int8" else None)
+    assert skipped["int8"] == {"skipped": "not here"} and "idf1" in skipped["fp32"]
+    assert with_scores({}, skipped)["variants"]["detector"]["int8"] == {"tracking_skipped": "not here"}
+
+
 # --------------------------------------------------------------------------- what the user sees
 
 

@@ -278,6 +278,14 @@ def evaluate_engine(
     if cfg.plots:
         plot_fps(summaries, out / "fps.png")
 
+    # 4b. the val tracking again with each detector variant the manifest records (accuracy only, untimed)
+    from motops.evaluation.variants import score_variants, with_scores
+
+    metrics["variants"] = score_variants(
+        engine, tracker_params=chosen, folders={s: frames.folder(s) for s in names},
+        lengths={s: length(s) for s in names}, gt=gt, seqinfo=seqinfo, out_dir=out / "variants", nms_iou=nms_iou,
+    )
+
     # 5. the release bundle: the engine as scored
     tracker_cfg = {**engine.config, **chosen}
     import yaml
@@ -285,7 +293,7 @@ def evaluate_engine(
     (out / "tracker.yaml").write_text(yaml.safe_dump(tracker_cfg, sort_keys=False), encoding="utf-8")
     gated = {k: metrics[k] for k in (*EVAL_KEYS, "backend", "threshold", "nms_iou", "match_thresh")}
     rewrite_bundle(engine_dir, root / cfg.release_dir, tracker=tracker_cfg,
-                   metrics={**engine.manifest.get("metrics", {}), "tracking": gated})
+                   metrics=with_scores({**engine.manifest.get("metrics", {}), "tracking": gated}, metrics["variants"]))
     return metrics
 
 
