@@ -296,7 +296,8 @@ def test_sources_inside_the_bundle_and_plans(models: Models, tmp_path: Path) -> 
     if not HAS_CUDA:
         # No GPU here: the plan cannot run, the ONNX does, and the engine says why.
         engine = load_bundle(out, backend="auto")
-        assert engine.detector.backend == "onnxruntime"
+        # the ONNX on ONNX Runtime, or on OpenVINO where it is installed and timed faster at load
+        assert engine.detector.backend in ("onnxruntime", "openvino") and engine.detector.path.name == "detector.onnx"
         assert "CUDA not available" in engine.chosen["trt_skipped"]
 
 

@@ -656,6 +656,7 @@ def test_cli_keygen_publish_sync_status_rollback(tmp_path, params, bundles):
         assert out.exit_code == 0, out.output
     status = json.loads(runner.invoke(app, ["edge", "status", *common]).output)
     assert (status["installed"], status["previous"]) == ("2", "1")
+    assert status["variant"].startswith(("fp32: ", "int8: ")) and "CPU: " in status["variant"]  # which runs, why
     assert json.loads(runner.invoke(app, ["edge", "rollback", *common]).output)["version"] == "1"
     bad = runner.invoke(app, ["publish", "--bundle", str(bundles["1"]), "--name", "tracker", "-p", str(params_file)])
     assert bad.exit_code == 1 and "older than" in bad.output

@@ -151,7 +151,8 @@ def track(
     out: Annotated[Path, typer.Option(help="Output folder: tracks.txt, annotated.mp4, summary.json.")] = Path(
         "runs/track"
     ),
-    backend: Annotated[str | None, typer.Option(help="auto, torch, onnxruntime or tensorrt (default: track.backend).")]
+    backend: Annotated[str | None, typer.Option(help="auto, torch, onnxruntime, tensorrt or openvino (default: "
+                                                     "track.backend).")]
     = None,
     tracker: Annotated[str | None, typer.Option(help="bytetrack or botsort (default: track.tracker).")] = None,
     detect_every: Annotated[
@@ -246,11 +247,11 @@ def _track(
 
         if backend_name == "torch":
             raise ConfigError(f"{labels.get('backend', 'track.backend=torch')}: an engine bundle holds no torch "
-                              "weights; use auto, onnxruntime or tensorrt")
+                              "weights; use auto, onnxruntime, tensorrt or openvino")
         default = params.track.backend if params.track.backend != "torch" else "auto"  # params.yaml's, for .pt files
         folder = _engine_dir(engine, params)
         try:
-            loaded = load_bundle(folder, backend=backend_name or default)
+            loaded = load_bundle(folder, backend=backend_name or default, max_map50_drop=checked.int8_max_map50_drop)
         except BackendUnavailable as exc:  # only backend='tensorrt' refuses to fall back
             raise ConfigError(f"{backend_label}: {exc}") from None
         if imgsz is not None and (imgsz, imgsz) != tuple(loaded.imgsz):

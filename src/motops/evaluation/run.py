@@ -157,7 +157,8 @@ def evaluate_engine(
     cfg = params.evaluate
     out = root / cfg.out_dir
     engine_dir = root / params.export.engine_dir
-    engine = load_bundle(engine_dir, backend=_engine_backend(params, user_track))
+    engine = load_bundle(engine_dir, backend=_engine_backend(params, user_track),
+                         max_map50_drop=params.track.int8_max_map50_drop)
     settings = {k: v for k, v in user_track.items() if k != "backend"}
     engine = engine_with_settings(engine, settings)
     sequences, annotations = _val_sequences(params, root)
@@ -283,6 +284,14 @@ def evaluate_engine(
     if cfg.plots:
         plot_fps(summaries, out / "fps.png")
 
+    # 4b. the val tracking again with each detector variant the manifest records (accuracy only, untimed)
+    from motops.evaluation.variants import score_variants, with_scores
+
+    metrics["variants"] = score_variants(
+        engine, tracker_params=chosen, folders={s: frames.folder(s) for s in names},
+        lengths={s: length(s) for s in names}, gt=gt, seqinfo=seqinfo, out_dir=out / "variants", nms_iou=nms_iou,
+    )
+
     # 5. the release bundle: the engine as scored
     tracker_cfg = {**engine.config, **chosen}
     import yaml
@@ -290,7 +299,7 @@ def evaluate_engine(
     (out / "tracker.yaml").write_text(yaml.safe_dump(tracker_cfg, sort_keys=False), encoding="utf-8")
     gated = {k: metrics[k] for k in (*EVAL_KEYS, "backend", "threshold", "nms_iou", "match_thresh")}
     rewrite_bundle(engine_dir, root / cfg.release_dir, tracker=tracker_cfg,
-                   metrics={**engine.manifest.get("metrics", {}), "tracking": gated})
+                   metrics=with_scores({**engine.manifest.get("metrics", {}), "tracking": gated}, metrics["variants"]))
     return metrics
 
 

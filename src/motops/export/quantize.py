@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +44,7 @@ from typing import Any, Literal
 import numpy as np
 
 from motops.errors import MotopsError
+from motops.runtime.timing import compare_speed
 
 CalibrationName = Literal["minmax", "entropy", "percentile"]
 
@@ -341,32 +341,6 @@ def _session(path: str | Path, threads: int = BENCH_THREADS) -> Any:
     from motops.runtime.backends import ort_session
 
     return ort_session(Path(path), device="cpu", intra_op_num_threads=threads, spin=True)
-
-
-def compare_speed(
-    runners: dict[str, Any], *, rounds: int = 5, seconds: float = 0.4, warmup: int = 2
-) -> dict[str, float]:
-    """Seconds per call of each zero-argument callable, measured in interleaved rounds.
-
-    The runners take turns (``rounds`` times, each for about ``seconds``) so that load from
-    other processes on a shared CPU hits all of them alike; the fastest round's mean is
-    reported (the least-disturbed one, as :mod:`timeit` advises).
-
-    Returns:
-        ``{name: seconds per call}``.
-    """
-    for fn in runners.values():
-        for _ in range(warmup):
-            fn()
-    best = {name: float("inf") for name in runners}
-    for _ in range(rounds):
-        for name, fn in runners.items():
-            n, start = 0, time.perf_counter()
-            while n < 2 or time.perf_counter() - start < seconds:
-                fn()
-                n += 1
-            best[name] = min(best[name], (time.perf_counter() - start) / n)
-    return best
 
 
 def _ort_runner(session: Any, batch: np.ndarray) -> Any:

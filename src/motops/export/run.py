@@ -8,7 +8,10 @@ unless every step passed, see :func:`motops.export.bundle.write_bundle`):
 2. ReID ``reid.pt`` -> ONNX, parity (cosine) on held-out crops;
 3. INT8: the ReID always (when ``export.int8_reid``), the detector when
    ``export.int8_detector``; calibrated on training footage; what INT8 costs (Rank-1, mAP,
-   cosine, detector mAP50) and gains (throughput) is measured and recorded;
+   cosine, detector mAP50) and gains (throughput) is measured and recorded; every detector
+   variant (FP32, INT8, OpenVINO where installed) is scored on all val frames and recorded in
+   the manifest's ``metrics.variants`` (:mod:`motops.export.variants`), which the runtime
+   reads to choose per device;
 4. TensorRT plans where CUDA and TensorRT are present, else an explicit skip with the reason;
 5. the bundle: files, ``tracker.yaml`` from ``params.track``, ``manifest.json``.
 """
@@ -114,7 +117,7 @@ def export_engine(params: Params, root: Path = Path("."), *, progress: bool = Tr
         DataFormatError: The checkpoints or the prepared data are missing.
     """
     from motops.data.crops import read_reid_index
-    from motops.export import quantize
+    from motops.export import quantize, variants
     from motops.export.bundle import tracker_config, write_bundle
     from motops.export.onnx_export import detector_parity, export_detector, export_reid, reid_parity
     from motops.export.tensorrt import build_plans_or_skip
@@ -188,6 +191,9 @@ def export_engine(params: Params, root: Path = Path("."), *, progress: bool = Tr
                                                                 ground_truth=gt)
     else:
         report["int8_detector"] = {"skipped": "export.int8_detector is false"}
+    print("export: detector variants -> mAP50 on val")
+    val, val_gt = variants.val_set(yolo_dir)
+    report["variants"] = variants.measure_variants(files["detector"], files.get("detector_int8"), val, val_gt)
 
     trt_entry, plans = build_plans_or_skip(
         dict(files), work / "plans", fp16=cfg.tensorrt.fp16, int8=cfg.tensorrt.int8,
@@ -212,6 +218,7 @@ def export_engine(params: Params, root: Path = Path("."), *, progress: bool = Tr
         metrics={
             "detector": {k: det_metrics[k] for k in ("map50", "map50_95", "precision", "recall") if k in det_metrics},
             "reid": {k: reid_metrics[k] for k in ("rank1", "map") if k in reid_metrics},
+            "variants": {"detector": report["variants"]},
         },
         backends={
             "onnxruntime": {"built": True, "reason": None},

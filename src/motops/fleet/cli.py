@@ -233,10 +233,14 @@ def edge_status(
     params_file: ParamsOption = Path("params.yaml"),
     overrides: SetOption = None,
 ) -> None:
-    """Print the installed and channel versions, the trusted root version, the timestamp's age and expiry, and
-    the last error as JSON."""
+    """Print the installed and channel versions, the trusted root version, the timestamp's age and expiry, the
+    last error, and which detector variant this device runs and why (variant) as JSON."""
+    from motops.runtime.select import describe_variant
+
     try:
-        _echo_json(_agent(install_dir, public_key, params_file, overrides).status())
+        status = _agent(install_dir, public_key, params_file, overrides).status()
+        drop = params_from(params_file, overrides).track.int8_max_map50_drop
+        _echo_json({**status, "variant": describe_variant(status.get("current"), max_map50_drop=drop)})
     except MotopsError as exc:
         raise fail(exc, _exit_code(exc)) from None
 

@@ -63,8 +63,8 @@ from motops.runtime.types import DTYPE, empty_detections
 
 logger = logging.getLogger(__name__)
 
-DETECTOR_BACKENDS: Final = ("torch", "onnxruntime", "tensorrt")
-REID_BACKENDS: Final = ("torch", "onnxruntime")
+DETECTOR_BACKENDS: Final = ("torch", "onnxruntime", "tensorrt", "openvino")
+REID_BACKENDS: Final = ("torch", "onnxruntime", "openvino")
 BACKEND_CHOICES: Final = ("auto", *DETECTOR_BACKENDS)
 
 DETECTOR_SUFFIXES: Final = {".pt": "torch", ".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt"}
@@ -574,7 +574,7 @@ def _resolve_detector_backend(path: Path, backend: str) -> tuple[Path, str]:
                 logger.warning("%s: no CUDA/TensorRT here; running %s with onnxruntime instead", path, fallback)
                 return fallback, "onnxruntime"
         return path, expected
-    wanted = [s for s, b in DETECTOR_SUFFIXES.items() if b == backend]
+    wanted = [s for s, b in DETECTOR_SUFFIXES.items() if b == backend] if backend != "openvino" else [".onnx", ".xml"]
     if suffix not in wanted:
         raise ModelFormatError(path, f"backend={backend!r} needs a {' or '.join(wanted)} file, got '{suffix}'")
     return path, backend
@@ -633,6 +633,10 @@ def load_detector(
         return TorchDetector(path, device=_torch_device(device), **kwargs)
     if chosen == "onnxruntime":
         return OrtDetector(path, device=device, intra_op_num_threads=intra_op_num_threads, **kwargs)
+    if chosen == "openvino":  # motops.runtime.openvino: the OpenVINO runtime, our pre/post-processing
+        from motops.runtime.openvino import OpenVINODetector
+
+        return OpenVINODetector(path, threads=intra_op_num_threads, device="cpu", **kwargs)
     return TensorRTDetector(path, device=device, **kwargs)
 
 
@@ -897,6 +901,11 @@ def load_reid(
     path = _existing_file(model, "ReID model")
     suffix = path.suffix.lower()
     chosen = REID_SUFFIXES.get(suffix) if backend == "auto" else backend
+    if chosen == "openvino" and suffix in (".onnx", ".xml"):
+        from motops.runtime.openvino import load_openvino_reid
+
+        return load_openvino_reid(path, input_size=input_size, threads=intra_op_num_threads, raw_bgr=raw_bgr,
+                                  max_batch=max_batch)
     if chosen is None:
         raise ModelFormatError(
             path, f"cannot tell the backend from the suffix '{suffix}'; expected one of {list(REID_SUFFIXES)}"

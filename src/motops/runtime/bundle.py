@@ -68,7 +68,8 @@ import numpy as np
 import yaml
 
 from motops.errors import MotopsError, did_you_mean
-from motops.runtime.backends import BackendUnavailable, Detector, ReID, load_detector, load_reid
+from motops.runtime import select
+from motops.runtime.backends import BackendUnavailable, Detector, ReID, load_detector
 from motops.runtime.skipping import FLOW_METHODS
 from motops.runtime.trackers import TRACKER_NAMES, TRACKER_PARAM_NAMES, TrackerParams
 
@@ -544,21 +545,27 @@ def load_bundle(
     device: str = "auto",
     int8: bool | str = "auto",
     intra_op_num_threads: int = 0,
+    max_map50_drop: float = 0.01,
 ) -> Engine:
     """Verify a bundle and build its detector, ReID and tracker settings (what ``motops track --engine`` runs).
 
     Args:
         path: The bundle folder.
         backend: Detector backend: ``auto`` (a TensorRT plan for this GPU and TensorRT when
-            there is one, else ONNX Runtime), ``tensorrt`` (a plan or an error, never a silent
-            fallback) or ``onnxruntime`` (the ONNX, plans ignored).
+            there is one, else the ONNX on ONNX Runtime or OpenVINO, whichever is faster here:
+            :mod:`motops.runtime.select`), ``tensorrt`` (a plan or an error, never a silent
+            fallback), ``onnxruntime`` or ``openvino`` (the ONNX, plans ignored).
         verify: Check sizes and sha256 first (:func:`verify_bundle`). Turning it off saves a
             hash of every file at start-up and runs whatever is on disk.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` for both models.
-        int8: Which ONNX of each model runs: ``auto`` (its INT8 QDQ ONNX on the CPU when the
-            bundle has one, FP32 on a GPU), ``True`` (every INT8 model the bundle has, also on a
-            GPU; an error when it has none) or ``False`` (FP32 only). Plans are not affected.
-        intra_op_num_threads: ONNX Runtime threads per operator (``0``: automatic).
+        int8: Which ONNX of each model runs: ``auto`` (the detector's INT8 QDQ ONNX where the CPU
+            has VNNI/AMX and its recorded mAP50 cost is within ``max_map50_drop``, see
+            :mod:`motops.runtime.hardware`; the ReID's on any CPU; FP32 on a GPU), ``True`` (every
+            INT8 model the bundle has, also on a GPU; an error when it has none, or when one it
+            lists is missing or broken) or ``False`` (FP32 only). Plans are not affected.
+        intra_op_num_threads: ONNX Runtime (and OpenVINO) threads per operator (``0``: automatic).
+        max_map50_drop: Largest recorded mAP50 cost (fraction) of an INT8 or bf16 detector that
+            ``auto`` runs (``track.int8_max_map50_drop``).
 
     Returns:
         An :class:`Engine`.
@@ -571,14 +578,18 @@ def load_bundle(
     """
     from motops.runtime import tensorrt as trt_plans
 
-    if backend not in ("auto", "onnxruntime", "tensorrt"):
+    if backend not in ("auto", "onnxruntime", "tensorrt", "openvino"):
         hint = " (a bundle holds no torch weights)" if backend == "torch" else did_you_mean(str(backend), ["auto"])
-        raise ValueError(f"backend={backend!r}{hint}; expected one of ['auto', 'onnxruntime', 'tensorrt']")
+        raise ValueError(f"backend={backend!r}{hint}; expected one of ['auto', 'onnxruntime', 'tensorrt', 'openvino']")
     if int8 not in (True, False, "auto"):
         raise ValueError(f"int8={int8!r}; expected 'auto', True or False")
     root = Path(path)
+    skipped: dict[str, str] = {}
     if verify:
-        report = verify_bundle(root).raise_if_bad()
+        report = verify_bundle(root)
+        skipped = select.optional_problems(report, int8, report.manifest)  # INT8 models FP32 can stand in for
+        if not skipped:
+            report.raise_if_bad()
         manifest = report.manifest
     else:
         manifest = json.loads((root / MANIFEST_FILE).read_text(encoding="utf-8"))
@@ -586,7 +597,7 @@ def load_bundle(
     roles = {e["role"]: n for n, e in files.items() if isinstance(e, dict) and "role" in e} if files else {}
     if "detector" not in roles:
         raise BundleError(root, [BundleProblem(MANIFEST_FILE, "no file has role 'detector'")])
-    if int8 is True and not any(role.endswith("_int8") for role in roles):
+    if int8 is True and not any(role.endswith("_int8") and role not in skipped for role in roles):
         raise BackendUnavailable(f"{root}: int8=True, but the bundle has no INT8 model ({', '.join(sorted(roles))})")
     cfg = normalize_tracker_config(read_tracker_yaml(root / TRACKER_FILE), where=str(root / TRACKER_FILE))
     chosen: dict[str, str] = {}
@@ -620,19 +631,24 @@ def load_bundle(
             logger.info("%s: running the detector's ONNX; %s", root, reason)
             chosen["trt_skipped"] = reason
     on_gpu = ort_uses_gpu(device)
+    runtime = backend if backend in select.RUNTIMES else "auto"
     if detector is None:
-        onnx_path, why = pick_onnx(root, roles, "detector", int8, on_gpu)
-        detector = load_detector(
-            onnx_path, backend="onnxruntime", intra_op_num_threads=intra_op_num_threads, **det_kwargs
+        detector, chosen["variant"] = select.load_device_detector(
+            root, roles, manifest, runtime=runtime, int8=int8, device=device, det_kwargs=det_kwargs,
+            threads=intra_op_num_threads, max_map50_drop=max_map50_drop, on_gpu=on_gpu, skipped=skipped,
         )
-        chosen["detector"] = f"{onnx_path.name} (onnxruntime): {why}"
+        chosen["detector"] = f"{detector.path.name} ({detector.backend}): {chosen['variant']}"
+    else:
+        chosen["variant"] = f"tensorrt: {chosen['detector']}"
+        detector.variant = chosen["variant"]  # type: ignore[attr-defined]
 
     reid = None
     wants_reid = cfg["tracker"] == "botsort" and cfg["with_reid"]
     if wants_reid and "reid" in roles:
-        onnx_path, why = pick_onnx(root, roles, "reid", int8, on_gpu)
-        reid = load_reid(onnx_path, backend="onnxruntime", device=device, intra_op_num_threads=intra_op_num_threads)
-        chosen["reid"] = f"{onnx_path.name} (onnxruntime): {why}"
+        reid, chosen["reid"] = select.load_device_reid(
+            root, roles, runtime=runtime if runtime == "openvino" else "onnxruntime", int8=int8, device=device,
+            threads=intra_op_num_threads, on_gpu=on_gpu, skipped=skipped,
+        )
     else:
         chosen["reid"] = "none: " + ("no reid model in the bundle" if wants_reid else "the tracker uses no appearance")
     logger.info("engine %s: %s", root, "; ".join(f"{k}: {v}" for k, v in chosen.items()))

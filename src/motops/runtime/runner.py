@@ -383,6 +383,7 @@ def track_source(
         "settings": settings,
         "settings_from": {k: "user" if k in user_settings else settings_base for k in settings},
         "backends": {"detector": _backend_name(detector), "reid": _backend_name(reid)},
+        "variant": getattr(detector, "variant", None),  # which of a bundle's detectors runs, and why (runtime.select)
         "imgsz": [int(v) for v in detector.imgsz] if hasattr(detector, "imgsz") else None,
         "interrupted": interrupted,
         "outputs": {"tracks": TRACKS_FILE, "video": VIDEO_FILE if write_video else None, "summary": SUMMARY_FILE},
