@@ -35,6 +35,7 @@ histogram) and ``percentile`` (99.999th percentile of ``|x|``); the last two cli
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from collections.abc import Sequence
@@ -195,10 +196,13 @@ def quantize_qdq(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="motops-quant-") as tmp:
         pre = Path(tmp) / "pre.onnx"
-        try:
-            quant_pre_process(str(fp32_onnx), str(pre))
-        except Exception:  # noqa: BLE001 - symbolic shape inference is best effort; ONNX's own is enough
-            quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
+        # ONNX Runtime's symbolic shape inference, when it gives up, saves its partial model to
+        # ./sym_shape_infer_temp.onnx (+ .data): run it inside the temporary folder, not the project.
+        with contextlib.chdir(tmp):
+            try:
+                quant_pre_process(str(Path(fp32_onnx).resolve()), str(pre))
+            except Exception:  # noqa: BLE001 - symbolic shape inference is best effort; ONNX's own is enough
+                quant_pre_process(str(Path(fp32_onnx).resolve()), str(pre), skip_symbolic_shape=True)
         tmp_out = Path(tmp) / "int8.onnx"
         try:
             quantize_static(
