@@ -95,6 +95,29 @@ class SyntheticParams(_Section):
         default=0.15, description="Largest relative change of global brightness over a sequence."
     )
     jpeg_quality: Annotated[int, Field(ge=10, le=100)] = 90
+    # Domain randomization (issue 17): what a detector trained here must learn is *not* a person.
+    view: tuple[Literal["street", "elevated"], ...] = Field(
+        default=("street", "elevated"), min_length=1,
+        description="Camera placement, cycled: street (eye level, people from 12 px to 45 % of the height) or "
+                    "elevated (a camera on a building looking down: small people, little size change, as CCTV).",
+    )
+    backgrounds: str | None = Field(
+        default="builtin",
+        description="Ground textures: 'builtin' (CC0 photographs of grass, gravel and brick shipped with motops), "
+                    "a folder of images (grey or colour; a file name with grass/gravel/brick picks its tint), or "
+                    "null (procedural paving only, as before issue 17). Nothing is downloaded.",
+    )
+    missing_backgrounds: Literal["error", "procedural"] = Field(
+        default="error",
+        description="A backgrounds folder that is missing, empty or holds an unreadable image: 'error' stops "
+                    "the stage naming it; 'procedural' logs why and renders procedural backgrounds.",
+    )
+    clutter: Annotated[int, Field(ge=0, le=100)] = Field(
+        default=10, description="Unlabelled person-like clutter per sequence (poles, lamp posts, signs, bins, "
+                                "bollards, cones, trees, tripods).",
+    )
+    shadows: bool = Field(default=True, description="Soft shadows at people's feet and cast shadows on the ground.")
+    defocus: Fraction = Field(default=0.4, description="Share of sequences rendered slightly out of focus (3x3 blur).")
     write_video: bool = Field(default=False, description="Also write SEQ.mp4 next to each sequence.")
     name_prefix: str = Field(
         default="synth", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
