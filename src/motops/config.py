@@ -97,7 +97,7 @@ class SyntheticParams(_Section):
     jpeg_quality: Annotated[int, Field(ge=10, le=100)] = 90
     # Domain randomization (issue 17): what a detector trained here must learn is *not* a person.
     view: tuple[Literal["street", "elevated"], ...] = Field(
-        default=("street", "elevated"), min_length=1,
+        default=("street", "elevated", "elevated", "street"), min_length=1,
         description="Camera placement, cycled: street (eye level, people from 12 px to 45 % of the height) or "
                     "elevated (a camera on a building looking down: small people, little size change, as CCTV).",
     )
