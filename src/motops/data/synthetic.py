@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Protocol
 import cv2
 import numpy as np
 
+from motops.data import scenery
 from motops.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CAMERA_MODES",
+    "VIEWS",
     "Appearance",
     "SceneSpec",
     "SequenceRenderer",
@@ -59,6 +61,8 @@ __all__ = [
 
 #: Camera motions a sequence can have.
 CAMERA_MODES = ("static", "pan", "jitter")
+#: Camera placements: eye level, or high up looking down (CCTV).
+VIEWS = ("street", "elevated")
 
 #: Columns of one ground-truth row (``gt.txt`` and the arrays ``render_sequence`` yields).
 GT_COLUMNS = ("frame", "id", "left", "top", "width", "height", "consider", "class", "visibility")
@@ -85,7 +89,13 @@ _NOISE_MARGIN = 16
 _MIN_BOX_PX = 2  # a clipped box narrower or lower than this is off-screen: no row
 _POSE_BUCKETS = 8  # walking poses per gait cycle (sprites are cached per pose)
 _UPPER = -2  # cache key "pose" of the non-swinging upper body
-_SPRITES_PER_PERSON = 24  # LRU cache size: two facings x 8 poses x a few heights
+_SPRITES_PER_PERSON = 24  # LRU cache size: three facings x 8 poses x a few heights
+_FRONTAL_BELOW = 0.45  # walking with |sideways share of the direction| below this: seen from front/back
+# Elevated view (a camera on a building): horizon near the top, people 6-10 % of the image
+# height far away and 20-32 % near; PETS09-like CCTV (people 7-19 % of 576 px).
+_ELEVATED_HORIZON = (0.02, 0.2)
+_ELEVATED_H_MIN, _ELEVATED_H_MAX = (0.06, 0.1), (0.2, 0.32)
+_STREET_TILT = 0.06  # the street view's horizon moves by up to this share of the height
 
 
 class _ParamsLike(Protocol):
@@ -109,6 +119,12 @@ class _ParamsLike(Protocol):
     brightness_drift: float
     jpeg_quality: int
     write_video: bool
+    view: tuple[str, ...]
+    backgrounds: str | None
+    missing_backgrounds: str
+    clutter: int
+    shadows: bool
+    defocus: float
 
 
 def sequence_name(index: int, prefix: str = "synth") -> str:
@@ -128,6 +144,7 @@ class SceneSpec:
         height: Image height, pixels.
         fps: Frame rate; per-frame displacement is walking speed / fps.
         camera: ``static``, ``pan`` or ``jitter``.
+        view: ``street`` or ``elevated`` (see :data:`VIEWS`).
         people: Target number of people in view.
         seed: The params seed; the sequence generator is seeded from ``(seed, index)``.
     """
@@ -141,6 +158,7 @@ class SceneSpec:
     camera: str
     people: int
     seed: int
+    view: str = "street"
 
     @classmethod
     def from_params(cls, index: int, params: SyntheticParams | _ParamsLike) -> SceneSpec:
@@ -150,6 +168,7 @@ class SceneSpec:
             ConfigError: a camera mode is not one of :data:`CAMERA_MODES`, or a cycled
                 list is empty.
         """
+        views = tuple(getattr(params, "view", ("street",)))
         for key in ("fps", "camera", "people"):
             if len(getattr(params, key)) == 0:
                 raise ConfigError(f"data.synthetic.{key}: expected at least one value, got an empty list")
@@ -158,8 +177,14 @@ class SceneSpec:
             raise ConfigError(
                 f"data.synthetic.camera[{index % len(params.camera)}]: {camera!r} is not one of {CAMERA_MODES}"
             )
+        if not views:
+            raise ConfigError("data.synthetic.view: expected at least one value, got an empty list")
+        view = views[index % len(views)]
+        if view not in VIEWS:
+            raise ConfigError(f"data.synthetic.view[{index % len(views)}]: {view!r} is not one of {VIEWS}")
         return cls(
             index=index,
+            view=view,
             name=sequence_name(index, params.name_prefix),
             frames=int(params.frames),
             width=int(params.width),
@@ -181,13 +206,15 @@ class Appearance:
     Attributes:
         skin, hair, shirt, pants, accent, bag_color: BGR colours (every channel >= 8, so
             0 can mark "no person" in a sprite).
-        pattern: ``plain``, ``stripes`` (accent-coloured bands) or ``two_tone``.
+        pattern: ``plain``, ``stripes`` (accent-coloured bands), ``two_tone`` or ``check``.
         hair_style: ``short``, ``long`` or ``hat`` (a hat in the accent colour).
         long_sleeves: Arms in the shirt colour rather than skin.
         bag: ``none``, ``backpack`` or ``shoulder``.
         height_factor: Body height relative to the nominal person at that depth.
         width_factor: Body width relative to nominal.
         lookalike_of: Identity whose look this one copies with small differences, if any.
+        lower: ``pants``, ``shorts`` (skin below the knee), ``skirt`` or ``coat`` (shirt colour to the knee).
+        carry: ``none``, ``hand_bag`` (in the near hand) or ``case`` (a suitcase pulled along).
     """
 
     skin: BGR
@@ -203,6 +230,8 @@ class Appearance:
     height_factor: float
     width_factor: float
     lookalike_of: int | None = None
+    lower: str = "pants"
+    carry: str = "none"
 
 
 _SKIN = ((60, 90, 150), (90, 130, 200), (120, 160, 220), (40, 60, 100), (150, 185, 230))
@@ -213,7 +242,8 @@ def _colour(rng: np.random.Generator) -> BGR:
     # Muted colours dominate real clothing; a few saturated ones make it harder, not easier.
     hue = int(rng.integers(0, 180))
     sat = int(rng.choice([30, 80, 160, 230]))
-    val = int(rng.integers(40, 240))
+    # Dark coats and jeans are the most common clothes outdoors.
+    val = int(rng.integers(15, 70)) if rng.random() < 0.35 else int(rng.integers(40, 240))
     hsv = np.array([[[hue, sat, val]]], dtype=np.uint8)
     b, g, r = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
     return (max(int(b), 8), max(int(g), 8), max(int(r), 8))
@@ -232,12 +262,15 @@ def _random_look(rng: np.random.Generator) -> Appearance:
         pants=_colour(rng) if rng.random() < 0.5 else _perturb(rng, (60, 45, 40), 25),
         accent=_colour(rng),
         bag_color=_colour(rng),
-        pattern=str(rng.choice(["plain", "plain", "stripes", "two_tone"])),
+        pattern=str(rng.choice(["plain", "plain", "stripes", "two_tone", "check"])),
         hair_style=str(rng.choice(["short", "short", "long", "hat"])),
         long_sleeves=bool(rng.random() < 0.6),
         bag=str(rng.choice(["none", "none", "backpack", "shoulder"])),
-        height_factor=float(np.clip(rng.normal(1.0, 0.07), 0.82, 1.18)),
-        width_factor=float(np.clip(rng.normal(1.0, 0.1), 0.8, 1.25)),
+        # Children to tall adults, thin to broad (coats): the detector must not learn one shape.
+        height_factor=float(np.clip(rng.normal(1.0, 0.1), 0.65, 1.2)),
+        width_factor=float(np.clip(rng.normal(1.0, 0.15), 0.75, 1.45)),
+        lower=str(rng.choice(["pants", "pants", "pants", "shorts", "skirt", "coat"])),
+        carry=str(rng.choice(["none", "none", "none", "hand_bag", "case"])),
     )
 
 
@@ -258,9 +291,11 @@ def _lookalike(rng: np.random.Generator, src: Appearance, src_id: int) -> Appear
         hair_style=src.hair_style if rng.random() < 0.8 else "short",
         long_sleeves=src.long_sleeves,
         bag=bag,
-        height_factor=float(np.clip(src.height_factor + rng.normal(0, 0.03), 0.82, 1.18)),
-        width_factor=float(np.clip(src.width_factor + rng.normal(0, 0.04), 0.8, 1.25)),
+        height_factor=float(np.clip(src.height_factor + rng.normal(0, 0.03), 0.65, 1.2)),
+        width_factor=float(np.clip(src.width_factor + rng.normal(0, 0.04), 0.75, 1.45)),
         lookalike_of=src_id,
+        lower=src.lower,
+        carry=src.carry if rng.random() < 0.8 else "none",
     )
 
 
@@ -310,33 +345,60 @@ _HIP_Y, _LEG_LEN, _SHOULDER_Y, _ARM_LEN = 0.52, 0.46, 0.19, 0.31
 
 
 def _draw_upper(look: Appearance, h: int, facing: int) -> _Sprite:
-    """Everything of a person that does not swing while walking: torso, head, hair, bag."""
-    g = _Frame(h, facing)
+    """Everything of a person that does not swing while walking: torso, head, hair, bag.
+
+    ``facing`` +1/-1 is a side view (walking right/left), 0 a front or back view (walking
+    towards or away from the camera).
+    """
+    g = _Frame(h, facing if facing else 1)
     pt, wf = g.pt, look.width_factor
+    front = facing == 0
     canvas = np.zeros((g.ch, g.cw, 3), np.uint8)
+    sw = 0.14 if front else 0.1  # half shoulder width, body heights: a front view is wider
+    hw = 0.11 if front else 0.085
     if look.hair_style == "long":
-        cv2.rectangle(canvas, pt(-0.075, 0.06), pt(0.03, 0.22), look.hair, -1)
-    if look.bag == "backpack":
+        if front:
+            cv2.rectangle(canvas, pt(-0.07, 0.06), pt(0.07, 0.2), look.hair, -1)
+        else:
+            cv2.rectangle(canvas, pt(-0.075, 0.06), pt(0.03, 0.22), look.hair, -1)
+    if look.bag == "backpack" and not front:
         cv2.rectangle(canvas, pt(-0.19 * wf, 0.19), pt(-0.08 * wf, 0.43), look.bag_color, -1)
     hip = _HIP_Y + 0.02
-    torso = [pt(-0.1 * wf, 0.165), pt(0.1 * wf, 0.165), pt(0.085 * wf, hip), pt(-0.085 * wf, hip)]
+    torso = [pt(-sw * wf, 0.165), pt(sw * wf, 0.165), pt(hw * wf, hip), pt(-hw * wf, hip)]
     cv2.fillConvexPoly(canvas, np.array(torso, np.int32), look.shirt)
     if look.pattern == "stripes":
         step, y, t = max(0.06, 2.5 / h), 0.22, g.th(0.022)
         while y < _HIP_Y:
-            cv2.line(canvas, pt(-0.09 * wf, y), pt(0.09 * wf, y), look.accent, t)
+            cv2.line(canvas, pt(-(sw - 0.01) * wf, y), pt((sw - 0.01) * wf, y), look.accent, t)
             y += step
     elif look.pattern == "two_tone":
-        lower = [pt(-0.095 * wf, 0.36), pt(0.095 * wf, 0.36), pt(0.085 * wf, hip), pt(-0.085 * wf, hip)]
+        lower = [pt(-(hw + 0.01) * wf, 0.36), pt((hw + 0.01) * wf, 0.36), pt(hw * wf, hip), pt(-hw * wf, hip)]
         cv2.fillConvexPoly(canvas, np.array(lower, np.int32), look.accent)
+    elif look.pattern == "check":
+        step, t = max(0.05, 3.0 / h), g.th(0.012)
+        y = 0.2
+        while y < _HIP_Y:
+            cv2.line(canvas, pt(-(sw - 0.01) * wf, y), pt((sw - 0.01) * wf, y), look.accent, t)
+            y += step
+        x = -sw + 0.02
+        while x < sw:
+            cv2.line(canvas, pt(x * wf, 0.18), pt(x * wf, hip - 0.01), look.accent, t)
+            x += step
+    if front and look.bag == "backpack":  # only the straps show
+        t = g.th(0.018)
+        cv2.line(canvas, pt(-0.07 * wf, 0.17), pt(-0.08 * wf, 0.4), _shade(look.bag_color, 0.8), t)
+        cv2.line(canvas, pt(0.07 * wf, 0.17), pt(0.08 * wf, 0.4), _shade(look.bag_color, 0.8), t)
     if look.bag == "shoulder":
-        cv2.line(canvas, pt(0.06, 0.17), pt(-0.08, 0.45), _shade(look.bag_color, 0.7), g.th(0.015))
-        cv2.rectangle(canvas, pt(-0.16, 0.40), pt(-0.06, 0.52), look.bag_color, -1)
-    head_c, head_r = pt(0.015, 0.075), g.th(0.065)
+        side = 0.17 if front else -0.06
+        cv2.line(canvas, pt(0.06, 0.17), pt(side - 0.02, 0.45), _shade(look.bag_color, 0.7), g.th(0.015))
+        cv2.rectangle(canvas, pt(side - 0.1 + (0.08 if front else 0), 0.40), pt(side + (0.06 if front else 0), 0.52),
+                      look.bag_color, -1)
+    head_c, head_r = pt(0.0 if front else 0.015, 0.075), g.th(0.065)
     cv2.circle(canvas, head_c, head_r, look.skin, -1)
     if look.hair_style == "hat":
         cv2.rectangle(canvas, pt(-0.07, 0.0), pt(0.07, 0.055), look.accent, -1)
-        cv2.line(canvas, pt(-0.07, 0.055), pt(0.12, 0.055), _shade(look.accent, 0.7), g.th(0.015))
+        brim = (-0.09, 0.09) if front else (-0.07, 0.12)
+        cv2.line(canvas, pt(brim[0], 0.055), pt(brim[1], 0.055), _shade(look.accent, 0.7), g.th(0.015))
     else:
         cv2.ellipse(canvas, head_c, (head_r, head_r), 0, 180, 360, look.hair, -1)
     return _finish_sprite(canvas, (g.cw // 2, 2 + h))
@@ -351,6 +413,27 @@ def _overlay(canvas: np.ndarray, spr: _Sprite, dx: int, dy: int) -> None:
     cv2.copyTo(spr.patch[src], spr.mask[src], canvas[y0:y1, x0:x1])
 
 
+@functools.lru_cache(maxsize=2048)
+def _body_light(ch: int, cw: int, facing: int) -> np.ndarray:
+    """Light from above and one side: a ``(ch, cw, 3)`` uint8 multiplier (128 = unchanged) for a person's patch."""
+    v = np.linspace(1.12, 0.8, ch, dtype=np.float32)[:, None]
+    u = np.linspace(0.88, 1.08, cw, dtype=np.float32)[None, :]
+    if facing < 0:
+        u = u[:, ::-1]
+    return cv2.cvtColor(np.round(128 * v * u).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+
+
+def _draw_lower(canvas: np.ndarray, g: _Frame, look: Appearance, hip: tuple[int, int], foot: tuple[int, int],
+                colour: BGR, t: int) -> None:
+    """One leg from ``hip`` to ``foot``: trousers, or shorts with skin below the knee."""
+    if look.lower == "shorts":
+        knee = (int(hip[0] + 0.45 * (foot[0] - hip[0])), int(hip[1] + 0.45 * (foot[1] - hip[1])))
+        cv2.line(canvas, knee, foot, _shade(look.skin, colour[0] / max(look.pants[0], 8)), max(1, t - 1))
+        cv2.line(canvas, hip, knee, colour, t)
+    else:
+        cv2.line(canvas, hip, foot, colour, t)
+
+
 def _draw_person(look: Appearance, upper: _Sprite, h: int, pose: int, facing: int) -> _Sprite:
     """Draw a person ``h`` px tall in a local canvas, feet at the anchor.
 
@@ -359,28 +442,67 @@ def _draw_person(look: Appearance, upper: _Sprite, h: int, pose: int, facing: in
         upper: :func:`_draw_upper` of the same look, height and facing.
         h: Body height, pixels.
         pose: Gait bucket in ``[0, _POSE_BUCKETS)``, or ``-1`` standing.
-        facing: +1 walking right, -1 walking left.
+        facing: +1 walking right, -1 walking left, 0 towards or away from the camera.
     """
-    g = _Frame(h, facing)
+    g = _Frame(h, facing if facing else 1)
     wf = look.width_factor
     swing = math.sin(2.0 * math.pi * pose / _POSE_BUCKETS) if pose >= 0 else 0.0
-    leg, arm = 0.42 * swing, -0.35 * swing
     sleeve = look.shirt if look.long_sleeves else look.skin
     leg_t, arm_t = g.th(0.085 * wf), g.th(0.055 * wf)
-    # Limb end points in canvas pixels (inlined: this runs for every new pose and size).
-    cx, sx, hh = g.cx, g.sx, h
+    cx, hh = g.cx, h
     sh_y, hip_y = int(g.top + hh * _SHOULDER_Y), int(g.top + hh * _HIP_Y)
-    dxl, dyl = sx * math.sin(leg) * _LEG_LEN, int(g.top + hh * (_HIP_Y + math.cos(leg) * _LEG_LEN))
-    dxa, dya = sx * math.sin(arm) * _ARM_LEN, int(g.top + hh * (_SHOULDER_Y + math.cos(arm) * _ARM_LEN))
-    xa, xl = 0.02 * sx, 0.025 * sx
     canvas = np.zeros((g.ch, g.cw, 3), np.uint8)
-    # Far limbs behind the body and a little darker (in its shadow), near limbs in front.
-    cv2.line(canvas, (int(cx - xa), sh_y), (int(cx - xa - dxa), dya), _shade(sleeve, 0.75), arm_t)
-    cv2.line(canvas, (int(cx - xl), hip_y), (int(cx - xl - dxl), dyl), _shade(look.pants, 0.75), leg_t)
-    _overlay(canvas, upper, g.cw // 2 - upper.anchor[0], 2 + h - upper.anchor[1])
-    cv2.line(canvas, (int(cx + xl), hip_y), (int(cx + xl + dxl), dyl), look.pants, leg_t)
-    cv2.line(canvas, (int(cx + xa), sh_y), (int(cx + xa + dxa), dya), sleeve, arm_t)
-    return _finish_sprite(canvas, (g.cw // 2, 2 + h))
+    if facing == 0:
+        # Front/back view: legs side by side, the stepping foot a little higher (further away).
+        lx, ax = 0.05 * wf * hh, 0.15 * wf * hh
+        for side, lift in ((-1, max(swing, 0.0)), (1, max(-swing, 0.0))):
+            foot_y = int(g.top + hh * (_HIP_Y + _LEG_LEN * (1.0 - 0.07 * lift)))
+            _draw_lower(canvas, g, look, (int(cx + side * lx), hip_y), (int(cx + side * 1.15 * lx), foot_y),
+                        look.pants, leg_t)
+        _overlay(canvas, upper, g.cw // 2 - upper.anchor[0], 2 + h - upper.anchor[1])
+        for side, s in ((-1, swing), (1, -swing)):
+            hand = (int(cx + side * (ax + 0.02 * hh)), int(g.top + hh * (_SHOULDER_Y + _ARM_LEN * (1 - 0.05 * s))))
+            cv2.line(canvas, (int(cx + side * ax), sh_y), hand, sleeve, arm_t)
+        hand_x, hand_y = int(cx + ax + 0.02 * hh), int(g.top + hh * (_SHOULDER_Y + _ARM_LEN))
+    else:
+        sx = g.sx
+        leg, arm = 0.42 * swing, -0.35 * swing
+        dxl, dyl = sx * math.sin(leg) * _LEG_LEN, int(g.top + hh * (_HIP_Y + math.cos(leg) * _LEG_LEN))
+        dxa, dya = sx * math.sin(arm) * _ARM_LEN, int(g.top + hh * (_SHOULDER_Y + math.cos(arm) * _ARM_LEN))
+        xa, xl = 0.02 * sx, 0.025 * sx
+        # Far limbs behind the body and a little darker (in its shadow), near limbs in front.
+        cv2.line(canvas, (int(cx - xa), sh_y), (int(cx - xa - dxa), dya), _shade(sleeve, 0.75), arm_t)
+        _draw_lower(canvas, g, look, (int(cx - xl), hip_y), (int(cx - xl - dxl), dyl), _shade(look.pants, 0.75),
+                    leg_t)
+        _overlay(canvas, upper, g.cw // 2 - upper.anchor[0], 2 + h - upper.anchor[1])
+        _draw_lower(canvas, g, look, (int(cx + xl), hip_y), (int(cx + xl + dxl), dyl), look.pants, leg_t)
+        cv2.line(canvas, (int(cx + xa), sh_y), (int(cx + xa + dxa), dya), sleeve, arm_t)
+        hand_x, hand_y = int(cx + xa + dxa), dya
+    if look.lower in ("skirt", "coat"):
+        wide = (0.15 if look.lower == "skirt" else 0.12) * wf * (1.3 if facing == 0 else 1.0)
+        narrow = 0.09 * wf * (1.3 if facing == 0 else 1.0)
+        knee = _HIP_Y + (0.2 if look.lower == "skirt" else 0.24)
+        colour = look.accent if look.lower == "skirt" else look.shirt
+        top = _HIP_Y - (0.0 if look.lower == "skirt" else 0.3)
+        poly = [g.pt(-narrow, top), g.pt(narrow, top), g.pt(wide, knee), g.pt(-wide, knee)]
+        cv2.fillConvexPoly(canvas, np.array(poly, np.int32), _shade(colour, 0.92))
+    if look.carry == "hand_bag":
+        bw, bh = max(1, int(0.07 * hh)), max(1, int(0.09 * hh))
+        cv2.rectangle(canvas, (hand_x - bw // 2, hand_y), (hand_x + bw // 2, hand_y + bh), look.bag_color, -1)
+    elif look.carry == "case" and facing != 0:
+        # Pulled behind: a handle from the hand down to a case standing on the ground.
+        back = int(cx - g.sx * 0.28)
+        foot_y = int(g.top + hh)
+        cw_, ch_ = max(2, int(0.2 * hh)), max(2, int(0.28 * hh))
+        x0 = back - cw_ // 2
+        cv2.rectangle(canvas, (max(x0, 0), foot_y - ch_), (min(x0 + cw_, g.cw - 1), foot_y), look.bag_color, -1)
+        cv2.line(canvas, (int(cx - g.sx * 0.12), hand_y), (back, foot_y - ch_), _shade(look.bag_color, 0.6),
+                 max(1, arm_t // 2))
+    spr = _finish_sprite(canvas, (g.cw // 2, 2 + h))
+    # Shade after the mask is taken: a dark shade must not cut holes in the silhouette.
+    lit = cv2.multiply(spr.patch, _body_light(g.ch, g.cw, facing), scale=1.0 / 128.0)
+    spr.patch = cv2.copyTo(lit, spr.mask)
+    return spr
 
 
 def _draw_occluder(kind: str, person_h: float, world_top: int, foot_y: int, rng: np.random.Generator) -> _Sprite:
@@ -452,18 +574,31 @@ class SequenceRenderer:
     def __post_init__(self) -> None:
         p, s = self.params, SceneSpec.from_params(self.index, self.params)
         self.spec = s
-        streams = np.random.SeedSequence([s.seed, s.index]).spawn(5)
-        self._rng_bg, self._rng_sim, self._rng_look, self._rng_cam, self._rng_noise = (
+        streams = np.random.SeedSequence([s.seed, s.index]).spawn(6)
+        self._rng_bg, self._rng_sim, self._rng_look, self._rng_cam, self._rng_noise, self._rng_dr = (
             np.random.default_rng(x) for x in streams
         )
         W, H = s.width, s.height
         self._mx = int(round(_PAN_RANGE * W)) if s.camera == "pan" else int(math.ceil(3 * _JITTER_PX * W)) + 2
         self._my = int(math.ceil(3 * _JITTER_PX * W)) + 2
         self._wb, self._hb = W + 2 * self._mx, H + 2 * self._my
-        self._y_h = self._my + p.horizon * H  # horizon, world y
         self._y_b = self._my + H  # bottom of the view at rest, world y
-        self._h_min = float(p.min_person_height)
-        self._h_max = max(float(p.max_person_height) * H, self._h_min + 1.0)
+        dr = self._rng_dr
+        if s.view == "elevated":
+            self._y_h = self._my + dr.uniform(*_ELEVATED_HORIZON) * H
+            self._h_min = max(float(p.min_person_height), dr.uniform(*_ELEVATED_H_MIN) * H)
+            self._h_max = max(dr.uniform(*_ELEVATED_H_MAX) * H, self._h_min + 1.0)
+        else:  # camera height and tilt vary a little around the params
+            self._y_h = self._my + float(np.clip(p.horizon + dr.uniform(-_STREET_TILT, _STREET_TILT), 0.0, 0.85)) * H
+            self._h_min = float(p.min_person_height)
+            self._h_max = max(float(p.max_person_height) * H * dr.uniform(0.85, 1.15), self._h_min + 1.0)
+        self._bank = scenery.load_backgrounds(getattr(p, "backgrounds", None),
+                                              getattr(p, "missing_backgrounds", "error"))
+        self._shadow = float(dr.uniform(0.15, 0.5)) if getattr(p, "shadows", False) else 0.0
+        self._light_dx = float(dr.uniform(-0.4, 0.4))  # shadow offset along x, per body height
+        self._defocus = bool(dr.random() < float(getattr(p, "defocus", 0.0)))
+        wb = dr.uniform(0.9, 1.1, 3)  # white balance of this camera
+        self._wb_gain = (float(wb[0]), float(wb[1]), float(wb[2]))
         self._duration = s.frames / s.fps
         self._bg_a, self._bg_b = self._make_backgrounds()
         self._occluders = self._make_occluders()
@@ -508,6 +643,14 @@ class SequenceRenderer:
         # Ground: paving in perspective (rows at inverse depth, seams to a vanishing point).
         ground = np.array(_colour(rng), np.float32) * 0.5 + np.array([120, 125, 130], np.float32) * 0.5
         img[yh:] = ground.astype(np.uint8)
+        if self._bank is not None and self._rng_dr.random() < 0.85:
+            # Photographed ground (grass, gravel, brick) in perspective instead of paving.
+            tex = scenery.ground_layer(
+                self._bank, self._rng_dr, (wb, hb), float(yh),
+                self._height_at(hb) / max(self._height_at(yh), 1.0), self._height_at(hb) / _PERSON_METRES,
+            )
+            img[yh:] = np.clip(tex[yh:], 0, 255).astype(np.uint8)
+            return self._finish_backgrounds(img, textured=True)
         seam = _shade(tuple(int(v) for v in ground), 0.7)  # type: ignore[arg-type]
         gh = hb - yh
         for k in range(80):
@@ -521,11 +664,20 @@ class SequenceRenderer:
             c = (int(rng.uniform(0, wb)), int(rng.uniform(yh, hb)))
             ax = (int(rng.uniform(4, 30)), int(rng.uniform(2, 10)))
             cv2.ellipse(img, c, ax, 0, 0, 360, _shade(seam, rng.uniform(0.8, 1.3)), -1)
+        return self._finish_backgrounds(img, textured=False)
+
+    def _finish_backgrounds(self, img: np.ndarray, *, textured: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Grain, blotches, cast shadows and the two lightings of the background ``img``."""
+        rng, wb, hb = self._rng_bg, self._wb, self._hb
         # Low-frequency blotches plus fine grain, baked in once.
         low = rng.normal(0, 12, (hb // 24 + 2, wb // 24 + 2, 1)) + rng.normal(0, 4, (hb // 24 + 2, wb // 24 + 2, 3))
         low = cv2.resize(low.astype(np.float32), (wb, hb))
-        fine = rng.normal(0, 6, (hb, wb, 1)).astype(np.float32)
-        a = np.clip(img.astype(np.float32) + low + fine, 0, 255)
+        fine = rng.normal(0, 3 if textured else 6, (hb, wb, 1)).astype(np.float32)
+        a = img.astype(np.float32) + low + fine
+        if self._shadow > 0:
+            yh = max(int(round(self._y_h)), 0)
+            a *= scenery.cast_shadows(self._rng_dr, (wb, hb), yh, self._shadow)[:, :, None]
+        a = np.clip(a * np.float32(self._rng_dr.uniform(0.85, 1.15)), 0, 255)
         # Second lighting: warmer/cooler tint and large soft shadows; cross-fade A -> B.
         light = cv2.resize(rng.uniform(0.65, 1.15, (4, 6)).astype(np.float32), (wb, hb), interpolation=cv2.INTER_CUBIC)
         tint = np.array(rng.uniform(0.85, 1.15, 3), np.float32)
@@ -540,6 +692,13 @@ class SequenceRenderer:
             fx = int(rng.uniform(0.05, 0.95) * self._wb)
             spr = _draw_occluder(kind, self._height_at(fy), 0, fy, rng)
             out.append((fx, fy, spr))
+        dr = self._rng_dr
+        for _ in range(int(getattr(self.params, "clutter", 0))):
+            kind = scenery.pick_clutter(dr)
+            fy = int(self._ground_y(dr.uniform(0.0, 0.95)))
+            fx = int(dr.uniform(0.02, 0.98) * self._wb)
+            canvas, anchor = scenery.draw_clutter(kind, self._height_at(fy), dr, self._bank)
+            out.append((fx, fy, _finish_sprite(canvas, anchor)))
         return out
 
     def _make_noise(self) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -654,8 +813,8 @@ class SequenceRenderer:
                 ux, uy = dxm / dist, dym / dist
                 p.x += ux * step * ppm
                 p.y = max(p.y + uy * step * ppm * _DEPTH_FORESHORTENING, self._y_h)
-                if abs(ux) > 0.2:
-                    p.facing = 1 if ux > 0 else -1
+                # Walking mostly in depth shows the front or the back.
+                p.facing = (1 if ux > 0 else -1) if abs(ux) >= _FRONTAL_BELOW else 0
             p.phase += _STRIDE_HZ * (p.speed / _WALK_SPEED[0]) * dt
         # Leave when an exit point is reached (off the world or at the far end).
         self._people = [
@@ -679,6 +838,13 @@ class SequenceRenderer:
         # Drawing is the expensive part; people walking sideways or standing reuse sprites.
         key = (h, pose, p.facing)
         spr = p.sprites.pop(key, None)
+        if spr is None and h > 30:
+            # People walking in depth change height every frame; 1 px on 30 is below real posture change.
+            for near in ((h - 1, pose, p.facing), (h + 1, pose, p.facing)):
+                if near in p.sprites:
+                    key = near
+                    spr = p.sprites.pop(near)
+                    break
         if spr is None:
             # The upper body of a person 1 px taller or shorter (> 60 px) is reused: it is
             # the costlier half, and 1 px is well inside the variation of real posture.
@@ -734,6 +900,10 @@ class SequenceRenderer:
             )
             label.fill(0)
             items = self._layout(ox, oy, dt)
+            if self._shadow > 0:
+                for it in items:
+                    if it.person is not None:
+                        self._cast_shadow(frame, it)
             for it in items:
                 _paste(frame, label, it)
             rows = []
@@ -751,14 +921,32 @@ class SequenceRenderer:
                 rows.append((f + 1, it.person.pid, l1 + 1, t1 + 1, r1 - l1, b1 - t1, 1, 1, vis))
             rows.sort(key=lambda r: r[1])
             gain = 1.0 + drift_sign * float(p.brightness_drift) * u
-            if gain != 1.0:  # global exposure drift
-                frame = cv2.convertScaleAbs(frame, alpha=gain)
+            if self._defocus:
+                frame = cv2.blur(frame, (3, 3))
+            # Global exposure drift and this camera's white balance, one pass.
+            frame = cv2.multiply(frame, tuple(g * gain for g in self._wb_gain) + (1.0,))
             if self._noise:
                 pos, neg = self._noise[int(self._rng_noise.integers(len(self._noise)))]
                 nx, ny = (int(v) for v in self._rng_noise.integers(0, _NOISE_MARGIN + 1, 2))
                 cv2.add(frame, pos[ny : ny + H, nx : nx + W], dst=frame)
                 cv2.subtract(frame, neg[ny : ny + H, nx : nx + W], dst=frame)
             yield frame, np.array(rows, np.float64).reshape(-1, 9)
+
+    def _cast_shadow(self, frame: np.ndarray, it: _Drawable) -> None:
+        """Darken a soft ellipse on the ground at the feet of the person ``it`` (drawn before any person)."""
+        H, W = frame.shape[:2]
+        h = it.sprite.mask.shape[0] - 4
+        w, sh = max(4, int(0.45 * h)), max(3, int(0.1 * h))
+        fx = it.x0 + it.sprite.anchor[0] + int(self._light_dx * h)
+        fy = it.y0 + it.sprite.anchor[1]
+        x0, y0 = fx - w // 2, fy - sh // 2
+        x1, y1 = max(x0, 0), max(y0, 0)
+        x2, y2 = min(x0 + w, W), min(y0 + sh, H)
+        if x2 <= x1 or y2 <= y1:
+            return
+        patch = scenery.shadow_patch(w, sh, int(100 * self._shadow))
+        roi = frame[y1:y2, x1:x2]
+        cv2.multiply(roi, patch[y1 - y0 : y2 - y0, x1 - x0 : x2 - x0], dst=roi, scale=1.0 / 255.0)
 
     def _layout(self, ox: int, oy: int, dt: float) -> list[_Drawable]:
         """Everything to draw this frame, back to front, with labels 1..n in that order."""
@@ -901,12 +1089,16 @@ def synthesize(out_dir: Path, params: SyntheticParams | _ParamsLike, *, progress
         The sequence folders, ``synth-01`` first.
 
     Raises:
-        ConfigError: a camera mode is unknown or a cycled list is empty.
+        ConfigError: a camera mode or view is unknown or a cycled list is empty.
+        motops.data.scenery.BackgroundError: ``params.backgrounds`` is missing or unreadable
+            and ``params.missing_backgrounds`` is ``error`` (nothing is written then).
     """
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
     specs = [SceneSpec.from_params(i, params) for i in range(int(params.sequences))]
+    # A missing or unreadable texture folder stops the stage before anything is written.
+    scenery.load_backgrounds(getattr(params, "backgrounds", None), getattr(params, "missing_backgrounds", "error"))
     out_dir.mkdir(parents=True, exist_ok=True)
     jpeg = [int(cv2.IMWRITE_JPEG_QUALITY), int(params.jpeg_quality)]
     folders = []
