@@ -94,6 +94,16 @@ def test_precision_rule(cpuinfo: str, drop: float | None, kwargs: dict, variant:
     assert choice.variant == variant and reason in choice.reason, choice.line()
 
 
+def test_int8_is_refused_where_its_recorded_tracking_cost_is_too_high() -> None:
+    """A small mAP50 cost can hide a large IDF1 cost (measured: -0.7 mAP50, -2.4 IDF1 points)."""
+    manifest = _manifest(0.007)
+    manifest["metrics"]["variants"]["detector"]["int8"]["idf1_drop"] = 0.024
+    choice = hardware.choose_precision(_hw(XEON_AMX), manifest, has_int8=True)
+    assert choice.variant == "fp32" and "but 2.4 IDF1 points on val > 1.0" in choice.reason, choice.line()
+    manifest["metrics"]["variants"]["detector"]["int8"]["idf1_drop"] = 0.004
+    assert hardware.choose_precision(_hw(XEON_AMX), manifest, has_int8=True).variant == "int8"
+
+
 def test_malformed_variants_count_as_unmeasured() -> None:
     for metrics in ({}, {"variants": []}, {"variants": {"detector": {"int8": {"map50_drop": "0.1"}}}}):
         assert hardware.recorded_drop({"metrics": metrics}, "int8") is None

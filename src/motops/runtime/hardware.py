@@ -7,7 +7,11 @@ is imported. :func:`choose_precision` is the rule for the detector's precision:
 
 * **INT8** (the bundle's calibrated QDQ ``detector.int8.onnx``) where the CPU has an 8-bit dot
   product instruction (:data:`INT8_FLAGS`: AVX-512 VNNI, AVX-VNNI, AMX-INT8) *and* the bundle's
-  manifest records the INT8 detector's mAP50 cost on val at most ``max_map50_drop``;
+  manifest records the INT8 detector's mAP50 cost on val at most ``max_map50_drop`` and, where
+  the evaluate stage recorded it, its IDF1 cost (``idf1_drop``, same tracker and settings, only
+  the detector differs) at most :data:`MAX_IDF1_DROP` -- the INT8 detector measured -0.7 mAP50
+  points but -2.4 IDF1 points on the synthetic val sequence, so mAP50 alone does not bound what
+  a user loses;
 * **FP32** elsewhere. Without VNNI (AVX2 only) ONNX Runtime's integer kernels go through
   ``VPMADDUBSW`` (saturating int16 pairs) and gain little over FP32: the INT8 detector measured
   ×1.66 on a Xeon with VNNI/AMX (issue #14) but about FP32 speed on the AVX2-only AMD EPYC
@@ -48,6 +52,8 @@ BF16_FLAGS: Final = ("amx_bf16", "avx512_bf16")
 SHOWN_FLAGS: Final = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 #: Default largest mAP50 cost (fraction; 0.01 = one point) of a variant that ``auto`` may pick.
 DEFAULT_MAX_MAP50_DROP: Final = 0.01
+#: Largest recorded IDF1 cost (fraction) of the INT8 detector that ``auto`` accepts (one point).
+MAX_IDF1_DROP: Final = 0.01
 CPUINFO: Final = Path("/proc/cpuinfo")
 #: The INT8 detector's canonical file name in a bundle (role ``detector_int8``).
 INT8_DETECTOR_FILE: Final = "detector.int8.onnx"
@@ -234,5 +240,9 @@ def choose_precision(
     if drop > max_map50_drop:
         return Choice("fp32", f"CPU has {hw.int8_flags[0]}, but the INT8 detector costs {_points(drop)} mAP50 points "
                               f"> {_points(max_map50_drop)}")
+    idf1_drop = detector_variants(manifest).get("int8", {}).get("idf1_drop")
+    if isinstance(idf1_drop, int | float) and not isinstance(idf1_drop, bool) and idf1_drop > MAX_IDF1_DROP:
+        return Choice("fp32", f"CPU has {hw.int8_flags[0]} and the INT8 detector costs {_points(drop)} mAP50 points, "
+                              f"but {_points(float(idf1_drop))} IDF1 points on val > {_points(MAX_IDF1_DROP)}")
     return Choice("int8", f"CPU has {hw.int8_flags[0]} and the INT8 detector costs {_points(drop)} mAP50 points "
                           f"<= {_points(max_map50_drop)}")
