@@ -223,6 +223,25 @@ def test_int8_reid_keeps_ranking_and_is_qdq(
     assert report["rank1_drop"] <= 0.2
 
 
+def test_int8_from_a_relative_path_writes_nothing_beside_the_project(
+    reid_files: tuple[Path, Path], crop_index: pl.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export stage passes paths relative to the project; the quantizer's scratch files stay in its temp folder."""
+    import shutil
+
+    _, fp32 = reid_files
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    shutil.copy(fp32, project / "models" / "reid.onnx")
+    monkeypatch.chdir(project)
+    train = crop_index.filter(pl.col("split") == "train")["path"].to_list()
+    int8 = quantize_reid(Path("models/reid.onnx"), Path("models/reid.int8.onnx"), train, method="minmax", samples=16,
+                         seed=0)
+    assert (project / int8).is_file()
+    assert sorted(p.name for p in project.iterdir()) == ["models"]
+    assert sorted(p.name for p in (project / "models").iterdir()) == ["reid.int8.onnx", "reid.onnx"]
+
+
 def test_calibration_is_deterministic_for_a_seed(
     reid_files: tuple[Path, Path], crop_index: pl.DataFrame, tmp_path: Path
 ) -> None:

@@ -195,14 +195,15 @@ def quantize_qdq(
     props = [(p.key, p.value) for p in source.metadata_props]
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="motops-quant-") as tmp:
-        pre = Path(tmp) / "pre.onnx"
+        pre = Path(tmp).resolve() / "pre.onnx"
+        source_path = str(Path(fp32_onnx).resolve())  # before the chdir below: it may be relative
         # ONNX Runtime's symbolic shape inference, when it gives up, saves its partial model to
         # ./sym_shape_infer_temp.onnx (+ .data): run it inside the temporary folder, not the project.
         with contextlib.chdir(tmp):
             try:
-                quant_pre_process(str(Path(fp32_onnx).resolve()), str(pre))
+                quant_pre_process(source_path, str(pre))
             except Exception:  # noqa: BLE001 - symbolic shape inference is best effort; ONNX's own is enough
-                quant_pre_process(str(Path(fp32_onnx).resolve()), str(pre), skip_symbolic_shape=True)
+                quant_pre_process(source_path, str(pre), skip_symbolic_shape=True)
         tmp_out = Path(tmp) / "int8.onnx"
         try:
             quantize_static(
