@@ -20,7 +20,7 @@ from motops.config import PseudoLabelParams, SyntheticParams
 from motops.data.mot import read_mot_dataset, read_mot_sequence, read_seqinfo
 from motops.data.synthetic import synthesize
 from motops.errors import DataFormatError
-from motops.pseudo.labeller import Labeller, fuse_passes, pseudo_label_batch, pseudo_tracks
+from motops.pseudo.labeller import Labeller, fuse_passes, pseudo_label_batch, pseudo_tracks, stitch_tracks
 from motops.pseudo.review import apply_review, reviewed
 
 CFG = PseudoLabelParams()
@@ -152,6 +152,49 @@ def test_uncertain_boxes_are_ignored_by_training_and_pseudo_sequences_never_vali
     uncertain = anns.filter((pl.col("sequence") == "new") & (pl.col("conf") == 0))
     assert split["train"]["masked"] == uncertain.height > 0
     assert split["train"]["boxes"] == anns.filter((pl.col("sequence") == "new") & (pl.col("conf") > 0)).height
+
+
+
+def _walker(frames, x0, speed, det_index=0, height=50.0):
+    """A person walking right at ``speed`` px/frame: ``{frame: box row}`` and the track's nodes."""
+    rows = {f: [x0 + speed * f, 100, x0 + speed * f + 20, 100 + height, 0.9, 0] for f in frames}
+    return rows, [(f, det_index) for f in frames]
+
+
+def _scene(length, *people):
+    dets = [[] for _ in range(length)]
+    for rows in people:
+        for f, row in rows.items():
+            dets[f - 1].append(row)
+    return _det_rows([d if d else np.zeros((0, 6)) for d in dets])
+
+
+def test_stitching_joins_one_person_lost_for_longer_than_the_tracker_buffer_and_nothing_else():
+    cfg = PseudoLabelParams(stitch_max_gap_s=2.0, stitch_max_distance=1.0, stitch_min_similarity=0.6)
+    # one person walking at 3 px/frame, lost for frames 21-35 (1.5 s at 10 fps); another far below
+    before, nodes_a = _walker(range(1, 21), 10, 3.0)
+    after, nodes_b = _walker(range(36, 61), 10, 3.0)
+    other = {f: [400, 300, 420, 350, 0.9, 0] for f in range(36, 61)}
+    dets = _scene(60, before, after)
+    dets = [np.vstack([d, np.array([other[f + 1]], np.float32)]) if f + 1 in other else d for f, d in enumerate(dets)]
+    nodes_c = [(f, 1) for f in range(36, 61)]
+    chains = [nodes_a, nodes_b, nodes_c]
+    joined, joins = stitch_tracks(chains, dets, 10.0, cfg)
+    assert joins == 1 and sorted(joined) == sorted([nodes_a + nodes_b, nodes_c])
+    # the same through pseudo_tracks: one id for the walker, frames 1-60 minus the unfilled gap
+    fwd = {n: 1 for n in nodes_a} | {n: 2 for n in nodes_b} | {n: 3 for n in nodes_c}
+    gt, counts = pseudo_tracks(dets, fwd, dict(fwd), cfg, fps=10.0)
+    assert counts["stitched"] == 1 and gt["id"].n_unique() == 2
+    # appearance that disagrees keeps them apart; so does a gap beyond the limit, and stitching off
+    look = [np.tile(np.array([1.0, 0.0], np.float32), (len(d), 1)) for d in dets]
+    for f, _ in nodes_b:
+        look[f - 1][0] = [0.0, 1.0]
+    assert stitch_tracks(chains, dets, 10.0, cfg, look)[1] == 0
+    assert stitch_tracks(chains, dets, 10.0, cfg.model_copy(update={"stitch_max_gap_s": 1.0}))[1] == 0
+    assert stitch_tracks(chains, dets, 10.0, cfg.model_copy(update={"stitch_max_gap_s": 0.0}))[1] == 0
+    # someone else starting 2.4 box heights from where the walker's motion leads: not joined
+    ahead, nodes_r = _walker(range(36, 61), 10 + 120, 3.0)
+    assert stitch_tracks([nodes_a, nodes_r], _scene(60, before, ahead), 10.0, cfg)[1] == 0
 
 
 # --------------------------------------------------------------------------- bad input

@@ -657,6 +657,23 @@ class PseudoLabelParams(_Section):
     uncertain_below: Fraction = Field(
         default=0.3, description="A detected box scoring below this is uncertain even on a trusted track."
     )
+    stitch_max_gap_s: Annotated[float, Field(ge=0, le=60)] = Field(
+        default=2.0,
+        description="Longest gap, in seconds, across which a track that ends is joined to one that starts (the "
+        "person lost behind an occluder or through missed detections for longer than the tracker's buffer); 0: no "
+        "stitching. The trackers of the two passes end a lost person after their buffer, so one person becomes "
+        "several ids, and the ReID then learns one person as several.",
+    )
+    stitch_max_distance: Annotated[float, Field(gt=0)] = Field(
+        default=1.0,
+        description="How far, in box heights, one track's motion carried across the gap may land from the other's "
+        "end for the two to be joined.",
+    )
+    stitch_min_similarity: Annotated[float, Field(ge=-1, le=1)] = Field(
+        default=0.6,
+        description="Least cosine similarity of the two tracks' mean appearance (the champion's ReID) for a join; "
+        "unused when the bundle has no ReID model (motion alone decides).",
+    )
     conflict_margin: Annotated[int, Field(ge=0, le=100)] = Field(
         default=2,
         description="Frames either side of a disagreement between the forward and the backward pass (they link a "

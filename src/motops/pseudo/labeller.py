@@ -11,11 +11,17 @@ Offline it can afford more than the live engine:
 3. *Fusion* (:func:`fuse_passes`): the forward tracks, cut where the backward pass puts two
    consecutive boxes of one in different tracks (the boxes within ``conflict_margin`` frames of
    the cut are uncertain), extended by the boxes only the backward pass tracked.
-4. *Track-consistency filter*: a track with fewer than ``min_track_frames`` detected boxes or
+4. *Stitching* (:func:`stitch_tracks`): a track that ends is joined to one that starts up to
+   ``stitch_max_gap_s`` later where the motion of each, carried across the gap, lands near the
+   other (``stitch_max_distance`` box heights) and, when the bundle has a ReID model, their mean
+   appearance agrees (cosine ``stitch_min_similarity``); best pairs first, each end used once.
+   The trackers lose a person for longer than their buffer behind an occluder or a missed
+   stretch; offline the labeller can look at both sides of the gap.
+5. *Track-consistency filter*: a track with fewer than ``min_track_frames`` detected boxes or
    a mean score below ``min_mean_score`` is uncertain as a whole; a step of more than
    ``max_jump`` box heights per frame cuts the track and marks the boxes beside the cut;
    a box scoring below ``uncertain_below`` is uncertain.
-5. *Interpolation* of gaps of at most ``max_gap`` frames inside a track (linear in the box).
+6. *Interpolation* of gaps of at most ``max_gap`` frames inside a track (linear in the box).
 
 The result is MOT ground truth (``left, top`` 1-based as in MOTChallenge) whose uncertain boxes
 have the consider flag 0: ``prepare`` masks them out of training images and TrackEval ignores
@@ -50,12 +56,15 @@ class Labeller:
         tracker: ``botsort`` or ``bytetrack``.
         tracker_params: Association settings for :func:`motops.runtime.make_tracker`.
         described: Where the detector came from and at which input size (recorded in the stats).
+        reid: ``(frame_bgr, boxes (N, 4)) -> (N, D)`` unit embeddings for stitching, or None
+            (motion alone decides).
     """
 
     detector: Any
     tracker: str
     tracker_params: dict[str, Any]
     described: dict[str, Any]
+    reid: Any = None
 
 
 def labelling_size(width: int, height: int, imgsz: int) -> tuple[int, int]:
@@ -94,7 +103,22 @@ def load_labeller(bundle: str | Path, *, detector_pt: str | Path | None, imgsz: 
                      "backend": "onnxruntime", "note": f"{why}: labelled at the bundle's input size"}
     params = dict(engine.tracker_params)
     params["with_reid"] = False
-    return Labeller(detector, engine.tracker, params, described)
+    reid = _bundle_reid(Path(bundle), engine.manifest, threads)
+    described["reid"] = str(reid.source) if reid is not None else "none in the bundle: motion alone stitches"
+    return Labeller(detector, engine.tracker, params, described, reid)
+
+
+def _bundle_reid(root: Path, manifest: dict[str, Any], threads: int) -> Any:
+    """The bundle's FP32 ReID for stitching (whether or not its tracker uses appearance), or None."""
+    from motops.runtime import select
+
+    files = manifest.get("files") or {}
+    roles = {e["role"]: n for n, e in files.items() if isinstance(e, dict) and "role" in e}
+    if "reid" not in roles:
+        return None
+    reid, _ = select.load_device_reid(root, roles, runtime="onnxruntime", int8=False, device="cpu", threads=threads,
+                                      on_gpu=False)
+    return reid
 
 
 # --------------------------------------------------------------------------- passes
@@ -207,6 +231,106 @@ def fuse_passes(fwd: dict[tuple[int, int], int], bwd: dict[tuple[int, int], int]
     return sorted(sorted(nodes) for nodes in tracks.values()), conflicts
 
 
+# --------------------------------------------------------------------------- stitching
+
+
+#: Boxes at each end of a track whose centres give its velocity for stitching.
+_MOTION_BOXES = 8
+
+
+def _end_motion(rows: np.ndarray, at_end: bool) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(centre, velocity per frame, height)`` at one end of a track from its last (first) boxes."""
+    part = rows[-_MOTION_BOXES:] if at_end else rows[:_MOTION_BOXES]
+    frames = part[:, 0]
+    centre = np.stack([(part[:, 1] + part[:, 3]) / 2, (part[:, 2] + part[:, 4]) / 2], axis=1)
+    edge = -1 if at_end else 0
+    moving = len(part) >= 3 and np.ptp(frames) > 0  # fewer boxes: too noisy for a velocity
+    velocity = np.polyfit(frames - frames[edge], centre, 1)[0] if moving else np.zeros(2)
+    return centre[edge], velocity, float(np.mean(part[:, 4] - part[:, 2]))
+
+
+def _mean_embedding(nodes: list[tuple[int, int]], embeddings: Sequence[np.ndarray]) -> np.ndarray | None:
+    vectors = [embeddings[f - 1][k] for f, k in nodes if len(embeddings[f - 1]) > k]
+    if not vectors:
+        return None
+    mean = np.mean(vectors, axis=0)
+    norm = float(np.linalg.norm(mean))
+    return mean / norm if norm > 0 else None
+
+
+def stitch_tracks(chains: list[list[tuple[int, int]]], dets: Sequence[np.ndarray], fps: float, cfg: Any,
+                  embeddings: Sequence[np.ndarray] | None = None) -> tuple[list[list[tuple[int, int]]], int]:
+    """Join tracks across gaps the online trackers could not bridge.
+
+    A pair of tracks the consistency filter would trust (``min_track_frames``, ``min_mean_score``),
+    ``a`` ending and ``b`` starting 1 to ``stitch_max_gap_s * fps`` frames later, is a candidate
+    where each one's motion at its end (a line through the centres of its last / first
+    :data:`_MOTION_BOXES` boxes), carried across the gap, lands within ``stitch_max_distance`` box
+    heights of the other's end, their heights differ by less than half, and, with embeddings,
+    the cosine similarity of their mean appearance is at least ``stitch_min_similarity``.
+    Candidates are taken best first (appearance, then distance); each track ends and starts at
+    most one join, so the result has no two boxes of one track in a frame.
+
+    Args:
+        chains: Tracks, each ``(frame, det_index)`` nodes sorted by frame.
+        dets: Per frame ``(N, 6)`` detections.
+        fps: Frame rate (the gap limit is in seconds).
+        cfg: ``pseudo_labels`` params.
+        embeddings: Per frame ``(N, D)`` unit appearance embeddings of ``dets``, or None.
+
+    Returns:
+        ``(tracks, joins)``: the stitched tracks (sorted) and how many joins were made.
+    """
+    max_gap = int(round(cfg.stitch_max_gap_s * fps))
+    if max_gap < 1 or len(chains) < 2:
+        return chains, 0
+    rows = [_track_rows(nodes, dets) for nodes in chains]
+    # only tracks the filter would trust: a join must not lend a clutter blip the weight of a person
+    sure = [len(r) >= cfg.min_track_frames and float(r[:, 5].mean()) >= cfg.min_mean_score for r in rows]
+    heads = [_end_motion(r, at_end=False) for r in rows]
+    tails = [_end_motion(r, at_end=True) for r in rows]
+    looks = [_mean_embedding(nodes, embeddings) for nodes in chains] if embeddings is not None else None
+    candidates = []
+    for a, ra in enumerate(rows):
+        for b, rb in enumerate(rows):
+            gap = int(rb[0, 0] - ra[-1, 0])
+            if a == b or not 1 <= gap <= max_gap or not (sure[a] and sure[b]):
+                continue
+            (ca, va, ha), (cb, vb, hb) = tails[a], heads[b]
+            if max(ha, hb) > 1.5 * min(ha, hb):
+                continue
+            height = (ha + hb) / 2
+            # each end's motion carried across the gap; the better of the two (a short track's is poor)
+            miss = min(np.linalg.norm(ca + va * gap - cb), np.linalg.norm(cb - vb * gap - ca)) / max(height, 1.0)
+            if miss > cfg.stitch_max_distance:
+                continue
+            similarity = 1.0
+            if looks is not None:
+                if looks[a] is None or looks[b] is None:
+                    continue
+                similarity = float(looks[a] @ looks[b])
+                if similarity < cfg.stitch_min_similarity:
+                    continue
+            candidates.append((-similarity, miss, a, b))
+    successor: dict[int, int] = {}
+    predecessor: dict[int, int] = {}
+    for _, _, a, b in sorted(candidates):
+        if a in successor or b in predecessor:
+            continue
+        successor[a] = b
+        predecessor[b] = a
+    out = []
+    for start in range(len(chains)):
+        if start in predecessor:
+            continue
+        nodes, k = list(chains[start]), start
+        while k in successor:
+            k = successor[k]
+            nodes.extend(chains[k])
+        out.append(nodes)
+    return sorted(out), len(successor)
+
+
 # --------------------------------------------------------------------------- filter, interpolation
 
 
@@ -242,7 +366,8 @@ def _interpolate(rows: np.ndarray, max_gap: int) -> np.ndarray:
 
 
 def pseudo_tracks(dets: Sequence[np.ndarray], fwd: dict[tuple[int, int], int], bwd: dict[tuple[int, int], int],
-                  cfg: Any) -> tuple[pl.DataFrame, dict[str, Any]]:
+                  cfg: Any, *, fps: float = 0.0, embeddings: Sequence[np.ndarray] | None = None
+                  ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """MOT ground truth from cached detections and the two passes; uncertain boxes get consider flag 0.
 
     Args:
@@ -250,13 +375,16 @@ def pseudo_tracks(dets: Sequence[np.ndarray], fwd: dict[tuple[int, int], int], b
         fwd: The forward pass, ``{(frame, det_index): id}``.
         bwd: The backward pass.
         cfg: ``pseudo_labels`` params (:class:`motops.config.PseudoLabelParams`).
+        fps: Frame rate, for stitching (0: no stitching).
+        embeddings: Per frame ``(N, D)`` unit embeddings of ``dets`` for stitching, or None.
 
     Returns:
         ``(gt, counts)``: gt with :data:`motops.data.mot.MOT_COLUMNS` (``left = x1 + 1``, class 1,
         visibility 1; ``conf`` 1 certain, 0 uncertain) and counts (``tracks``, ``tracks_uncertain``,
-        ``conflicts``, ``jumps``, ``interpolated``).
+        ``conflicts``, ``stitched``, ``jumps``, ``interpolated``).
     """
     chains, conflicts = fuse_passes(fwd, bwd)
+    chains, stitched = stitch_tracks(chains, dets, fps, cfg, embeddings)
     conflict_frames: dict[tuple[int, int], int] = {}
     for a, b in conflicts:
         conflict_frames[a] = a[0]
@@ -293,7 +421,7 @@ def pseudo_tracks(dets: Sequence[np.ndarray], fwd: dict[tuple[int, int], int], b
         out.append(np.column_stack([frames, np.full(len(full), next_id), full[:, 1:5], certain]))
         next_id += 1
     counts = {"tracks": len(pieces), "tracks_uncertain": uncertain_tracks, "conflicts": len(conflicts),
-              "jumps": jumps, "interpolated": interpolated}
+              "stitched": stitched, "jumps": jumps, "interpolated": interpolated}
     if not out:
         return _empty_gt(), counts
     arr = np.concatenate(out)
@@ -346,7 +474,7 @@ def batch_stats(gt: pl.DataFrame, counts: dict[str, Any], *, frames: int, detect
 
 def label_frames(frames: Iterable[tuple[int, np.ndarray]], labeller: Labeller, fps: float, cfg: Any, *,
                  length: int | None = None, progress: bool = True) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Detect every frame once, track forward and backward, fuse, filter, interpolate.
+    """Detect (and embed) every frame once, track forward and backward, fuse, stitch, filter, interpolate.
 
     Args:
         frames: ``(frame, image_bgr)`` from frame 1.
@@ -367,14 +495,17 @@ def label_frames(frames: Iterable[tuple[int, np.ndarray]], labeller: Labeller, f
     start = time.perf_counter()
     estimate = make_tracker(labeller.tracker, frame_rate=fps, **labeller.tracker_params).motion_estimator()
     dets: list[np.ndarray] = []
+    embeddings: list[np.ndarray] | None = [] if labeller.reid is not None else None
     warps: list[np.ndarray] | None = [] if estimate is not None else None
     for _, image in tqdm(frames, total=length, disable=not progress, unit="frame", desc="pseudo-label"):
         dets.append(labeller.detector(image))
+        if embeddings is not None:
+            embeddings.append(labeller.reid(image, dets[-1][:, :4]))
         if warps is not None:
             warps.append(np.asarray(estimate(image), dtype=np.float64))
     fwd = track_pass(dets, labeller.tracker, labeller.tracker_params, fps, warps, backward=False)
     bwd = track_pass(dets, labeller.tracker, labeller.tracker_params, fps, warps, backward=True)
-    gt, counts = pseudo_tracks(dets, fwd, bwd, cfg)
+    gt, counts = pseudo_tracks(dets, fwd, bwd, cfg, fps=fps, embeddings=embeddings)
     seconds = time.perf_counter() - start
     stats = batch_stats(gt, counts, frames=len(dets), detections=int(sum(len(d) for d in dets)))
     stats.update(seconds=round(seconds, 2), frames_per_s=round(len(dets) / seconds, 2) if seconds else None,
