@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             labellings[key] = done = pseudo_label(new_frames, truth_seq, work / f"pseudo-{len(labellings)}",
                                                   work / "A", sets)
             q, st = done["quality"], done["stats"]
-            print(f"pseudo-labels ({key}): {st['frames_per_s']} frames/s at {st['imgsz']}; {st['tracks']} tracks, "
+            print(f"pseudo-labels ({key}): {st['frames_per_s']} frames/s at {st['imgsz']}; {st['tracks']} tracks "
+                  f"({st['stitched']} joins stitched), "
                   f"{st['boxes']} boxes, {st['uncertain_share']:.1%} uncertain; certain boxes vs truth: precision "
                   f"{q['certain_boxes']['precision']:.3f}, recall {q['certain_boxes']['recall']:.3f}, IDF1 "
                   f"{q['certain_vs_truth']['idf1']:.3f}", flush=True)
