@@ -36,7 +36,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -64,16 +63,6 @@ from real_footage import (  # noqa: E402  (the bench next to this file)
 NEW_SEQ = "PETS09-S2L1-new"
 DEFAULT_WORK = Path("/tmp/motops-pseudo-labels")
 DEFAULT_PETS = Path("/tmp/pets09/PETS09-S2L1-DEV")
-
-
-def lscpu_flags() -> str:
-    """What ``lscpu | grep -o 'avx512_vnni\\|amx_int8\\|avx2'`` prints, one line."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return "lscpu not available"
-    found = sorted({flag for flag in ("avx512_vnni", "amx_int8", "avx2") if flag in text.split()})
-    return " ".join(found) or "none of avx2, avx512_vnni, amx_int8"
 
 
 def unlabelled_folder(seq: Path, out: Path) -> Path:
@@ -166,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     cpu = cpu_info()
-    flags = lscpu_flags()
-    print(f"CPU: {cpu['model']}, {cpu['cores']} cores; lscpu: {flags}")
+    flags = " ".join(name for name in ("avx2", "avx512_vnni", "amx_int8") if cpu["flags"][name]) or "no avx2"
+    print(f"CPU: {cpu['isa']}")
     work = args.work.resolve()
     prepare_work(work)
     started = time.perf_counter()

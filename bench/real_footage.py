@@ -77,18 +77,16 @@ class BenchError(Exception):
 
 
 def cpu_info() -> dict[str, Any]:
-    """The CPU model, core count and which of :data:`CPU_FLAGS` it has (from ``/proc/cpuinfo``)."""
-    model, flags = platform.processor() or "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model in ("unknown", "", "x86_64"):
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    return {"model": model, "cores": os.cpu_count(), "flags": {name: name in flags for name in CPU_FLAGS}}
+    """The CPU model, core count, which of :data:`CPU_FLAGS` it has, and the runtime's one-line ``isa``.
+
+    The same reading as the runtime's engine choice (:func:`motops.runtime.hardware.probe`), so a
+    bench's figures and the engine it would pick name the same instruction sets.
+    """
+    from motops.runtime.hardware import probe
+
+    found = probe()
+    return {"model": found.cpu, "cores": found.cores, "flags": {name: name in found.flags for name in CPU_FLAGS},
+            "isa": found.isa()}
 
 
 # --------------------------------------------------------------------------- footage
