@@ -295,6 +295,42 @@ def test_evaluate_explicit_with_reid_is_not_second_guessed(kit, project: Path,
     assert choice["measured"] is False and choice["with_reid"] is False
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_evaluate_records_the_runtime_that_ran(kit, project: Path, monkeypatch: pytest.MonkeyPatch,
+                                               backend: str) -> None:
+    """eval.json's backend (what gates.fps_min is keyed by) is the detector's runtime, not a fixed label."""
+    import importlib.util
+
+    from motops.config import GatesParams
+    from motops.registry.gates import evaluate_gate
+
+    if backend == "openvino" and importlib.util.find_spec("openvino") is None:
+        pytest.skip("openvino is not installed (pip install 'motops[openvino]')")
+    _clean(project)
+    result = _evaluate(project, monkeypatch, kit["motion"], "-S", f"track.backend={backend}")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((project / "metrics" / "eval.json").read_text())
+    assert metrics["backend"] == backend, metrics["engine"]["detector"]
+    assert f"({backend})" in metrics["engine"]["detector"]
+    assert f"FPS ({backend})" in result.output
+    manifest = json.loads((project / "models" / "release" / "manifest.json").read_text())
+    assert manifest["metrics"]["tracking"]["backend"] == backend
+    gate = evaluate_gate(metrics, GatesParams(fps_min={backend: 1e6}), backend=metrics["backend"])
+    rule = next(r for r in gate["rules"] if r["rule"] == "fps_min")
+    assert rule["threshold"] == 1e6 and rule["passed"] is False  # the runtime's own floor applies
+
+
+def test_evaluate_labels_each_runtime_by_the_detector_that_ran() -> None:
+    from types import SimpleNamespace
+
+    from motops.evaluation.run import detector_runtime
+
+    for name in ("onnxruntime", "openvino", "tensorrt"):
+        assert detector_runtime(SimpleNamespace(detector=SimpleNamespace(backend=name))) == name
+    with pytest.raises(ValueError, match="does not say which runtime"):
+        detector_runtime(SimpleNamespace(detector=object()))
+
+
 def test_evaluate_stage_script_applies_track_overrides_and_refuses_unused_keys(
         kit, project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     """`python stages/evaluate.py -S track.KEY=...` follows the same rules as `motops evaluate`."""

@@ -51,7 +51,7 @@ SHORT = {
     ("evaluate", "max_frames"): 20,
     ("evaluate", "fps_warmup_frames"): 1,
     ("gates", "idf1_min"): 0.0,
-    ("gates", "fps_min"): {"onnxruntime": 0.1, "tensorrt": 0.1, "torch": 0.1},
+    ("gates", "fps_min"): {"onnxruntime": 0.1, "openvino": 0.1, "tensorrt": 0.1, "torch": 0.1},
     # tiny, barely trained models: any regression against the champion is noise here
     ("gates", "max_regression"): 1.0,
     ("gates", "fps_frames"): 10,

@@ -501,8 +501,9 @@ class GatesParams(_Section):
 
     idf1_min: Fraction = 0.5
     hota_min: Fraction | None = None
-    fps_min: dict[Literal["torch", "onnxruntime", "tensorrt"], Annotated[float, Field(ge=0)]] = Field(
-        default_factory=lambda: {"torch": 2.0, "onnxruntime": 5.0, "tensorrt": 60.0}
+    fps_min: dict[Literal["torch", "onnxruntime", "openvino", "tensorrt"], Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: {"torch": 2.0, "onnxruntime": 5.0, "openvino": 5.0, "tensorrt": 60.0},
+        description="Lowest end-to-end FPS per detector runtime (the one evaluate ran: eval.json's backend).",
     )
     max_regression: Fraction = Field(default=0.02, description="Largest IDF1/FPS drop against the champion.")
     same_run_fps: bool = Field(

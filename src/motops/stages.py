@@ -387,7 +387,11 @@ def gate(params: Params, root: Path = Path(".")) -> dict:
 
 
 def _time_beside_champion(params: Params, root: Path, backend: str) -> dict[str, Any]:
-    """The release bundle and the champion's, timed in turns on the first val sequence (``gates.fps_*``)."""
+    """The release bundle and the champion's, timed in turns on the first val sequence (``gates.fps_*``).
+
+    Both are loaded on ``backend``, the detector runtime the evaluation ran (``eval.json``), so the
+    comparison is of two engines on one runtime.
+    """
     import tempfile
 
     from motops.evaluation.run import val_sequence_folder

@@ -1,7 +1,8 @@
 """The ``evaluate`` stage's work: score the exported engine on the val sequences.
 
-1. Load the bundle of ``export.engine_dir`` (the backend ``track.backend`` asks for: ONNX
-   Runtime on this CPU, a TensorRT plan where there is one).
+1. Load the bundle of ``export.engine_dir`` (the backend ``track.backend`` asks for; ``auto``:
+   ONNX Runtime or OpenVINO on a CPU, whichever is faster there, a TensorRT plan where there is
+   one). ``metrics/eval.json``'s ``backend`` is the runtime that ran (:func:`detector_runtime`).
 2. Detect once per val frame at the bundle's low threshold and cache the boxes; sweep the
    confidence threshold (``evaluate.sweep_thresholds``) by tracking the cached boxes (ReID and
    camera-motion compensation included) and scoring each run with TrackEval; keep the best
@@ -109,6 +110,23 @@ def _engine_backend(params: Params, user_track: Mapping[str, Any]) -> str:
                           "use auto, onnxruntime or tensorrt")
     # params.yaml's default may name torch for `motops track --detector x.pt`; a bundle then runs on its default
     return params.track.backend if params.track.backend != "torch" else "auto"
+
+
+def detector_runtime(engine: Any) -> str:
+    """The runtime that ran ``engine``'s detector: ``onnxruntime``, ``openvino`` or ``tensorrt`` (``torch``).
+
+    What ``metrics/eval.json`` records as ``backend``, so ``gates.fps_min[backend]`` and the gate's
+    same-run timing apply to the runtime that was timed. It is read from the loaded detector itself
+    (``Detector.backend``), not from the backend that was asked for: ``auto`` runs ONNX Runtime,
+    OpenVINO or a TensorRT plan depending on the device (:mod:`motops.runtime.select`).
+
+    Raises:
+        ValueError: The detector does not say which runtime it is.
+    """
+    name = getattr(engine.detector, "backend", None)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{engine.detector!r} does not say which runtime runs it (no 'backend' attribute)")
+    return name
 
 
 def evaluate_engine(
@@ -264,11 +282,9 @@ def evaluate_engine(
         seq: {**pack(result.sequences[seq], summaries[seq]["fps"]), "diagnosis": diagnose(result.sequences[seq])}
         for seq in names
     }
-    detector_backend = engine.chosen.get("detector", "")
-    backend_name = "tensorrt" if "(tensorrt)" in detector_backend else "onnxruntime"
     metrics: dict[str, Any] = {
         **pack(result.combined, frames_total / wall_total if wall_total else 0.0),
-        "backend": backend_name,
+        "backend": detector_runtime(engine),
         "threshold": sweep.best_threshold,
         "nms_iou": nms_iou,
         "match_thresh": match_thresh,

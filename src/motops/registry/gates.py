@@ -113,8 +113,8 @@ def evaluate_gate(
             ``fps`` (a number, or ``{backend: fps}``); other keys are ignored.
         params: The gates. Raising ``idf1_min``/``hota_min``/``fps_min`` refuses more engines;
             raising ``max_regression`` lets a challenger be further below the champion.
-        backend: The backend the FPS was measured with (``onnxruntime``, ``tensorrt``,
-            ``torch``); picks ``fps_min[backend]``.
+        backend: The runtime the FPS was measured with (``onnxruntime``, ``openvino``,
+            ``tensorrt``, ``torch``: ``eval.json``'s ``backend``); picks ``fps_min[backend]``.
         champion: The champion's metrics (same keys), or ``None`` when there is no champion:
             the regression rules are then left out.
         same_run_fps: Challenger and champion timed in one run on the same frames

@@ -261,6 +261,8 @@ class SkippingTracker:
         dets = as_detections(detect_fn(frame), name=f"detect_fn output for frame {t}")
         update = self.tracker.update(dets, frame, warp=warp) if warp is not None else self.tracker.update(dets, frame)
         tracks = as_tracks(update, name=f"tracker output for frame {t}")
+        if self.detect_every == 1:  # no frame is ever propagated: the per-track history would go unused
+            return tracks
         for row in tracks:
             tid, di = int(row[TRACK_ID]), int(row[DET_INDEX])
             box = dets[di, :4].astype(np.float64) if di >= 0 else row[:4].astype(np.float64)
