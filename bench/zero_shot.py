@@ -163,7 +163,7 @@ def ultralytics_val(weights: Path, pets: Path, imgsz: int, work: Path) -> dict[s
 def measure_base(weights: Path, pets: Path, gt: pl.DataFrame, images: list[Path], imgsz: int,
                  work: Path) -> dict[str, Any]:
     """Detector scores of a ``.pt`` checkpoint."""
-    from motops.tracking.backends import load_detector
+    from motops.runtime.backends import load_detector
 
     det = load_detector(weights, backend="torch", imgsz=imgsz, conf=LOW_CONF, device="cpu")
     dets, seconds = detect_all(det, images)
@@ -202,14 +202,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", type=Path, default=ROOT / "models" / "base" / "detector.pt")
     ap.add_argument("--base-imgsz", type=int, default=416, help="the default run's detector.imgsz")
     ap.add_argument("--engine", type=Path, default=ROOT / "models" / "release")
+    ap.add_argument("--rows", default="base,engine", help="comma-separated: base, engine (default both)")
     ap.add_argument("--label", default="", help="a name for this measurement (before, after, ...)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "zero_shot.json")
     args = ap.parse_args(argv)
+    which = [r.strip() for r in args.rows.split(",") if r.strip()]
     try:
+        if not which or set(which) - {"base", "engine"}:
+            raise BenchError(f"--rows {args.rows!r}: expected base, engine or both")
         pets = find_pets(args.pets, FRAMES)
-        for path, what in ((args.base, "--base"), (args.engine / "manifest.json", "--engine")):
-            if not path.is_file():
-                raise BenchError(f"{what} {path}: not found")
+        for path, what in ((args.base, "base"), (args.engine / "manifest.json", "engine")):
+            if what in which and not path.is_file():
+                raise BenchError(f"--{what} {path}: not found")
     except BenchError as exc:
         print(f"zero_shot: {exc}", file=sys.stderr)
         return 2
@@ -224,13 +228,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="motops-zero-shot-") as tmp:
         work = Path(tmp)
-        rows.append(measure_base(args.base.resolve(), pets, gt, images, args.base_imgsz, work / "base"))
-        print(f"[base] AP50 {rows[-1]['ap50']:.3f} (ultralytics val {rows[-1]['ultralytics_val']['map50']:.3f})",
-              flush=True)
-        rows.append(measure_engine(args.engine.resolve(), pets, gt, images, work / "engine"))
+        if "base" in which:
+            rows.append(measure_base(args.base.resolve(), pets, gt, images, args.base_imgsz, work / "base"))
+            rows[-1]["commit"] = git_commit(args.base.resolve().parent)
+            print(f"[base] AP50 {rows[-1]['ap50']:.3f} (ultralytics val {rows[-1]['ultralytics_val']['map50']:.3f})",
+                  flush=True)
+        if "engine" in which:
+            rows.append(measure_engine(args.engine.resolve(), pets, gt, images, work / "engine"))
+            rows[-1]["commit"] = git_commit(args.engine.resolve().parent)
         shutil.rmtree(work, ignore_errors=True)
-    rows[0]["commit"] = git_commit(args.base.resolve().parent)
-    rows[1]["commit"] = git_commit(args.engine.resolve().parent)
     print(f"\n{'row':8s} {'imgsz':>9s} {'AP50':>6s} {'UL mAP50':>8s} {'HOTA':>6s} {'MOTA':>6s} {'IDF1':>6s} "
           f"{'IDSW':>5s} {'FPS':>6s}")
     for r in rows:
