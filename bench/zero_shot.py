@@ -175,7 +175,7 @@ def measure_base(weights: Path, pets: Path, gt: pl.DataFrame, images: list[Path]
 
 def measure_engine(folder: Path, pets: Path, gt: pl.DataFrame, images: list[Path], work: Path) -> dict[str, Any]:
     """Detector AP50 and TrackEval scores of an engine bundle on the whole sequence."""
-    from motops.export.bundle import load_bundle
+    from motops.runtime.bundle import load_bundle
 
     engine = load_bundle(folder, backend="onnxruntime", device="cpu")
     low = copy.copy(engine.detector)
