@@ -257,6 +257,46 @@ def test_auto_times_openvino_against_onnxruntime(models: Path, tmp_path: Path) -
     assert engine.detector.backend == ("openvino" if "detector.onnx on openvino" in line else "onnxruntime")
 
 
+@pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed (pip install 'motops[openvino]')")
+@pytest.mark.parametrize(("ms", "runs"), [
+    # a Xeon with AMX: OpenVINO runs the FP32 model in bf16, faster than INT8 on either runtime
+    ({"onnxruntime (detector.int8.onnx)": 10.4, "openvino (detector.int8.onnx)": 7.3,
+      "openvino (detector.onnx)": 3.9}, ("detector.onnx", "openvino")),
+    ({"onnxruntime (detector.int8.onnx)": 10.4, "openvino (detector.int8.onnx)": 7.3,
+      "openvino (detector.onnx)": 8.0}, ("detector.int8.onnx", "openvino")),
+    # within OPENVINO_MIN_GAIN of the default: noise does not flip it
+    ({"onnxruntime (detector.int8.onnx)": 10.4, "openvino (detector.int8.onnx)": 10.0,
+      "openvino (detector.onnx)": 9.8}, ("detector.int8.onnx", "onnxruntime")),
+])
+def test_auto_times_the_fp32_model_on_openvino_against_int8(models: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch, ms: dict,
+                                                           runs: tuple[str, str]) -> None:
+    """Where INT8 is allowed, auto still runs FP32 on OpenVINO when that is faster on this device."""
+    from motops.runtime import timing
+
+    bundle = _int8_bundle(models, tmp_path / "b")
+    monkeypatch.setattr(hardware, "probe", lambda cpuinfo_=None: _hw(XEON_AMX, openvino="2026.4.1"))
+    timed: list[set] = []
+
+    def fake_compare(runners: dict, **_: object) -> dict:
+        timed.append(set(runners))
+        for fn in runners.values():
+            fn()  # every candidate really runs
+        return {name: ms.get(name, 1.0) / 1000 for name in runners}
+
+    monkeypatch.setattr(timing, "compare_speed", fake_compare)
+    engine = load_bundle(bundle, backend="auto", intra_op_num_threads=1)
+    assert timed == [set(ms)]
+    assert (engine.detector.path.name, engine.detector.backend) == runs
+    line = engine.chosen["variant"]
+    assert line.startswith("fp32: INT8 allowed (CPU has" if runs[0] == "detector.onnx" else "int8: CPU has")
+    assert "timed at load: openvino" in line and "onnxruntime (detector.int8.onnx) 10.4 ms" in line
+    # demanded INT8 is never swapped for FP32
+    timed.clear()
+    engine = load_bundle(bundle, backend="auto", int8=True, intra_op_num_threads=1)
+    assert engine.detector.path.name == "detector.int8.onnx" and timed == [{"onnxruntime", "openvino"}]
+
+
 # --------------------------------------------------------------------------- tracking scores per variant
 
 
