@@ -30,6 +30,7 @@ import numpy as np
 
 from motops.config import SyntheticParams
 from motops.data.synthetic import SceneSpec, render_sequence
+from motops.runtime.hardware import probe
 
 
 def _fps(n: int, seconds: float) -> float:
@@ -102,6 +103,7 @@ def run(frames: int) -> dict:
         "python": sys.version.split()[0],
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        "cpu": probe().isa(),
         "results": rows,
     }
 
@@ -115,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--frames: expected at least 2")
     result = run(args.frames)
     width = max(len(r["name"]) for r in result["results"])
+    print(f"CPU: {result['cpu']}")
     print(f"{result['width']}x{result['height']}, {args.frames} frames/sequence, 1 thread, OpenCV {result['opencv']}")
     print(f"{'measurement':<{width}}  {'frames/s':>9}  {'x decode':>8}")
     for r in result["results"]:
