@@ -19,10 +19,12 @@ ground truth and IDF1/HOTA are scored with TrackEval for every run:
   (:mod:`motops.runtime.select`: TensorRT / ONNX Runtime / OpenVINO, FP32 / INT8), through
   :func:`motops.runtime.runner.track_source`, detector every frame;
 * ``motops ort-fp32``, ``motops ort-int8``, ``motops openvino`` (``--motops-variants``): the same
-  bundle with the detector forced onto one variant (FP32 or INT8 QDQ on ONNX Runtime, FP32 on
-  OpenVINO; the ReID as the runtime picks it). ``--int8`` first adds a calibrated INT8 detector to
-  a copy of the bundle (:func:`motops.export.variants.add_int8_detector`, calibration frames from
-  ``--yolo-dir``'s training images) and prints its mAP50 cost on val;
+  bundle with the detector forced onto ONNX Runtime FP32 or INT8 QDQ, or run as
+  ``--backend openvino`` runs it (detector and ReID on OpenVINO, the precision by the rule of
+  :mod:`motops.runtime.hardware`: INT8 on VNNI/AMX CPUs, FP32 elsewhere).
+  ``--int8`` first adds a calibrated INT8 detector to a copy of the bundle
+  (:func:`motops.export.variants.add_int8_detector`, calibration frames from ``--yolo-dir``'s
+  training images) and prints its mAP50 cost on val;
 * ``motops detect_every=N``: ``motops``, detector every N-th frame, optical flow in between.
 
 Every figure is printed beside the CPU's instruction sets (:func:`motops.runtime.hardware.probe`):
@@ -100,9 +102,9 @@ def _default_tracker() -> str:
 
 #: ``--motops-variants``: name -> load_bundle arguments.
 MOTOPS_VARIANTS = {
-    "ort-fp32": {"backend": "onnxruntime", "int8": "auto"},  # FP32 detector unless the CPU has VNNI/AMX
+    "ort-fp32": {"backend": "onnxruntime", "int8": False},  # FP32 on every CPU, whatever the precision rule says
     "ort-int8": {"backend": "onnxruntime", "int8": True},
-    "openvino": {"backend": "openvino", "int8": "auto"},
+    "openvino": {"backend": "openvino", "int8": "auto"},  # as `--backend openvino`: the precision rule applies
 }
 _ENGINES: dict[tuple, object] = {}
 
