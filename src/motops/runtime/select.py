@@ -128,15 +128,15 @@ def _race(candidates: list[tuple[str, Detector]]) -> tuple[int, str]:
     blob = to_blob(letterbox(frame, first.imgsz)[0])
     runners = {label: (lambda d=det: d._forward(blob)) for label, det in candidates}  # type: ignore[attr-defined]
     ms = {label: 1000 * t for label, t in compare_speed(runners, rounds=PROBE_ROUNDS, seconds=PROBE_SECONDS).items()}
-    shown = [c for c in candidates[1:]] + [candidates[0]]  # "openvino ..., onnxruntime ..." for the usual pair
+    shown = candidates[1:] + candidates[:1]  # "openvino ..., onnxruntime ..." for the usual pair
     timing = "timed at load: " + ", ".join(f"{label} {ms[label]:.1f} ms" for label, _ in shown) + " per detector run"
-    default = candidates[0][0]
     best = min(range(len(candidates)), key=lambda i: ms[candidates[i][0]])
-    if best and ms[default] >= OPENVINO_MIN_GAIN * ms[candidates[best][0]]:
-        return best, f"{timing} (x{ms[default] / ms[candidates[best][0]]:.2f} >= x{OPENVINO_MIN_GAIN})"
-    if best:
-        return 0, f"{timing} (x{ms[default] / ms[candidates[best][0]]:.2f} < x{OPENVINO_MIN_GAIN})"
-    return 0, timing
+    if best == 0:
+        return 0, timing
+    gain = ms[candidates[0][0]] / ms[candidates[best][0]]
+    if gain >= OPENVINO_MIN_GAIN:
+        return best, f"{timing} (x{gain:.2f} >= x{OPENVINO_MIN_GAIN})"
+    return 0, f"{timing} (x{gain:.2f} < x{OPENVINO_MIN_GAIN})"
 
 
 def _load_runtime(runtime: str, path: Path, det_kwargs: Mapping[str, Any], threads: int,
@@ -146,8 +146,8 @@ def _load_runtime(runtime: str, path: Path, det_kwargs: Mapping[str, Any], threa
 
     ``auto`` on a CPU with OpenVINO installed times ``path`` on ONNX Runtime (the default) and on
     OpenVINO; with ``fp32_path`` (``path`` is the INT8 model) also the FP32 model on OpenVINO,
-    which on AMX CPUs runs bf16 and can beat INT8 on either runtime. A detector from
-    ``fp32_path`` is returned with ``how`` starting ``"fp32 "``.
+    which on AMX CPUs runs bf16 and can beat INT8 on either runtime (the returned detector's
+    ``path`` says which model won).
     """
     if runtime == "onnxruntime":
         return _detector_on("onnxruntime", path, det_kwargs, threads), "onnxruntime (asked for)"
@@ -160,6 +160,7 @@ def _load_runtime(runtime: str, path: Path, det_kwargs: Mapping[str, Any], threa
         return _detector_on("onnxruntime", path, det_kwargs, threads), (
             "onnxruntime (OpenVINO is not installed: pip install 'motops[openvino]' to let auto time it)"
         )
+
     def named(runtime_name: str, file: Path) -> str:  # name the files only when two models are timed
         return f"{runtime_name} ({file.name})" if fp32_path is not None else runtime_name
 
@@ -183,10 +184,7 @@ def _load_runtime(runtime: str, path: Path, det_kwargs: Mapping[str, Any], threa
     label, det = candidates[index]
     if index == 0:
         return det, f"onnxruntime: {timing}"
-    how = f"openvino {precisions[label]}: {timing}"
-    if fp32_path is not None and label == named("openvino", fp32_path):
-        return det, f"fp32 {fp32_path.name} on {how}"
-    return det, how
+    return det, f"openvino {precisions[label]}: {timing}"
 
 
 def load_device_detector(
@@ -268,8 +266,8 @@ def load_device_detector(
             logger.warning("%s: the INT8 detector does not load (%s); running FP32", root, first)
             choice = hardware.Choice("fp32", f"{int8_name} does not load ({first}), fell back to FP32")
         else:
-            if fp32_path is not None and how.startswith(f"fp32 {fp32_path.name} on "):
-                reason = f"fp32: INT8 allowed ({choice.reason}), but {how.removeprefix('fp32 ')}"
+            if det.path == fp32_path:
+                reason = f"fp32: INT8 allowed ({choice.reason}), but {fp32_path.name} on {how}"
                 det.variant = reason  # type: ignore[attr-defined]
                 return det, reason
             reason = f"int8: {choice.reason}; {path.name} on {how}"
