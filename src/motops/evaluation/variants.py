@@ -56,10 +56,10 @@ def score_variants(
     from motops.evaluation.trackeval_adapter import score
     from motops.runtime import hardware
     from motops.runtime.backends import BackendUnavailable, load_detector
-    from motops.runtime.runner import track_source
+    from motops.runtime.runner import model_roles, track_source
 
     recorded = hardware.detector_variants(engine.manifest)
-    roles = {e["role"]: name for name, e in engine.manifest.get("files", {}).items() if isinstance(e, Mapping)}
+    roles = model_roles(engine)
     cfg = engine.config
     out: dict[str, dict[str, Any]] = {}
     for variant in recorded:

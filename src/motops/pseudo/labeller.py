@@ -103,17 +103,17 @@ def load_labeller(bundle: str | Path, *, detector_pt: str | Path | None, imgsz: 
                      "backend": "onnxruntime", "note": f"{why}: labelled at the bundle's input size"}
     params = dict(engine.tracker_params)
     params["with_reid"] = False
-    reid = _bundle_reid(Path(bundle), engine.manifest, threads)
+    reid = _bundle_reid(Path(bundle), engine, threads)
     described["reid"] = str(reid.source) if reid is not None else "none in the bundle: motion alone stitches"
     return Labeller(detector, engine.tracker, params, described, reid)
 
 
-def _bundle_reid(root: Path, manifest: dict[str, Any], threads: int) -> Any:
+def _bundle_reid(root: Path, engine: Any, threads: int) -> Any:
     """The bundle's FP32 ReID for stitching (whether or not its tracker uses appearance), or None."""
     from motops.runtime import select
+    from motops.runtime.runner import model_roles
 
-    files = manifest.get("files") or {}
-    roles = {e["role"]: n for n, e in files.items() if isinstance(e, dict) and "role" in e}
+    roles = model_roles(engine)
     if "reid" not in roles:
         return None
     reid, _ = select.load_device_reid(root, roles, runtime="onnxruntime", int8=False, device="cpu", threads=threads,
@@ -495,7 +495,8 @@ def label_frames(frames: Iterable[tuple[int, np.ndarray]], labeller: Labeller, f
     start = time.perf_counter()
     estimate = make_tracker(labeller.tracker, frame_rate=fps, **labeller.tracker_params).motion_estimator()
     dets: list[np.ndarray] = []
-    embeddings: list[np.ndarray] | None = [] if labeller.reid is not None else None
+    stitching = labeller.reid is not None and cfg.stitch_max_gap_s > 0  # embeddings serve stitching only
+    embeddings: list[np.ndarray] | None = [] if stitching else None
     warps: list[np.ndarray] | None = [] if estimate is not None else None
     for _, image in tqdm(frames, total=length, disable=not progress, unit="frame", desc="pseudo-label"):
         dets.append(labeller.detector(image))
