@@ -298,9 +298,10 @@ class PretrainParams(_Section):
     is frozen); ``dvc repro -f pretrain`` (or ``dvc unfreeze pretrain``) rebuilds it.
     """
 
-    # Issue 17: many short domain-randomized sequences (scene variety), mostly CCTV-like views.
+    # Issue 17: many short domain-randomized sequences (scene variety); the third step's footage,
+    # two street views in three (the second step's was two elevated views in three).
     synthetic: SyntheticParams = SyntheticParams(
-        sequences=48, frames=96, seed=1001, view=("street", "elevated", "elevated")
+        sequences=64, frames=96, seed=1002, view=("street", "elevated", "street")
     )
     work_dir: str = Field(default="models/base/work", description="Footage, data set and run folder (not kept).")
     weights: str = Field(default="models/base/detector.pt", description="The base checkpoint written.")
@@ -309,12 +310,11 @@ class PretrainParams(_Section):
     clip_length: Annotated[int, Field(ge=1, le=60)] = 1
     clip_stride: PositiveInt = 4
     min_visibility: Fraction = 0.3
-    # Continued from the previous base (detector_v2.pt: detector_v1.pt, 20 epochs from yolov8n.yaml on
-    # the flat-shaded footage, then 40 min at 320 on seed-1000 footage) at the default run's 416 on
-    # fresh footage for a 40-minute budget: 41.0 min for the stage on a 2-core AMD EPYC (README).
+    # Continued from the previous base (detector_v3.pt: the second step, see the README's "Why a
+    # pretrain stage") at the default run's 416 on fresh footage for a 45-minute budget.
     detector: DetectorParams = DetectorParams(
-        weights="models/base/detector_v2.pt", imgsz=416, epochs=30, lr0=0.005, warmup_epochs=0.5, close_mosaic=0,
-        patience=100, time_budget_min=40.0, freeze=0, keep_better_start=False,
+        weights="models/base/detector_v3.pt", imgsz=416, epochs=40, lr0=0.004, warmup_epochs=0.5, close_mosaic=0,
+        patience=100, time_budget_min=45.0, freeze=0, keep_better_start=False,
     )
     reid: PretrainReidParams = PretrainReidParams()
 
