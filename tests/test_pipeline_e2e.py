@@ -77,7 +77,7 @@ def pipeline_project(project, sh, tmp_path):
     base = project / "models" / "base"
     base.mkdir(parents=True)
     shutil.copy2(tiny_yolo(tmp_path, 128), base / "detector.pt")
-    shutil.copy2(base / "detector.pt", base / "detector_v3.pt")  # the frozen pretrain stage's start, committed
+    shutil.copy2(base / "detector.pt", base / "detector_v4.pt")  # the frozen pretrain stage's start, committed
     save_tiny_base_reid(base / "reid.pt")
     # the frozen pretrain stages' outputs, as a clone has them (committed); here tiny stand-ins
     (project / "metrics").mkdir()

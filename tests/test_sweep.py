@@ -11,7 +11,7 @@ import pytest
 from motops.data.mot import read_mot_sequence, read_seqinfo
 from motops.evaluation.plots import plot_sweep
 from motops.evaluation.simulate import simulate_detections
-from motops.evaluation.sweep import NEW_TRACK_MARGIN, detection_pr, sweep_thresholds
+from motops.evaluation.sweep import NEW_TRACK_MARGIN, choose_threshold, detection_pr, sweep_thresholds
 
 MOT17_09 = Path(__file__).resolve().parents[2] / "shared" / "data" / "mot17" / "MOT17-09"
 if not MOT17_09.is_dir():
@@ -64,6 +64,17 @@ def test_sweep_on_simulated_real_motion_picks_the_best_threshold_and_plots(tmp_p
     png = plot_sweep(table, tmp_path / "sweep.png", metric="idf1", best_threshold=result.best_threshold)
     assert png.stat().st_size > 10_000
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_near_ties_go_to_the_higher_threshold():
+    # synth-04 with the issue-17 base: 0.3 scored 0.009 IDF1 above 0.4; the extra low-confidence
+    # boxes cost a new sequence its MOTA, so within the tolerance the higher threshold wins
+    table = pl.DataFrame({"threshold": [0.2, 0.3, 0.4, 0.5], "idf1": [0.659, 0.672, 0.663, 0.620]})
+    assert choose_threshold(table, "idf1") == 0.3
+    assert choose_threshold(table, "idf1", 0.01) == 0.4
+    assert choose_threshold(table, "idf1", 0.06) == 0.5
+    with pytest.raises(ValueError, match="evaluate.sweep_tolerance"):
+        choose_threshold(table, "idf1", -0.1)
 
 
 def test_sweep_refuses_no_thresholds():

@@ -224,7 +224,7 @@ def evaluate_engine(
                 sweeps[arm][iou, match] = sweep_thresholds(
                     detections[iou], gt, seqinfo, thresholds=cfg.sweep_thresholds, tracker=candidate.tracker,
                     tracker_params={**candidate.tracker_params, "match_thresh": match}, metric=cfg.sweep_metric,
-                    frames=frames, reid=candidate.reid, progress=progress,
+                    frames=frames, reid=candidate.reid, progress=progress, tolerance=cfg.sweep_tolerance,
                 )
 
     def rank(arm: str, key: tuple[float, float]) -> tuple:

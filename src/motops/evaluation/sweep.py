@@ -187,6 +187,20 @@ def thresholds_params(base: Mapping[str, Any], threshold: float) -> dict[str, An
     }
 
 
+def choose_threshold(table: pl.DataFrame, metric: str, tolerance: float = 0.0) -> float:
+    """The highest ``threshold`` of ``table`` whose ``metric`` is within ``tolerance`` of the best.
+
+    Raises:
+        ValueError: A negative ``tolerance`` or an empty table.
+    """
+    if tolerance < 0:
+        raise ValueError(f"sweep tolerance must be >= 0 (evaluate.sweep_tolerance), got {tolerance}")
+    if table.is_empty():
+        raise ValueError("no swept thresholds to choose from")
+    top = table[metric].max()
+    return float(table.filter(pl.col(metric) >= top - tolerance - 1e-12)["threshold"].max())
+
+
 def sweep_thresholds(
     detections: Mapping[str, FrameDetections],
     gt: Mapping[str, pl.DataFrame],
@@ -199,6 +213,7 @@ def sweep_thresholds(
     frames: FrameSource | None = None,
     reid: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     progress: bool = True,
+    tolerance: float = 0.0,
 ) -> SweepResult:
     """Track the val sequences at each confidence threshold and keep the best.
 
@@ -209,10 +224,13 @@ def sweep_thresholds(
         thresholds: Candidate ``track_high_thresh`` values.
         tracker: ``bytetrack`` or ``botsort``.
         tracker_params: The other tracker settings (``params.yaml`` ``track:``).
-        metric: What the choice maximises; ties go to the higher threshold (fewer boxes).
+        metric: What the choice maximises; ties (and, with ``tolerance``, near-ties) go to the
+            higher threshold (fewer boxes).
         frames: Images for trackers that use pixels; None = motion only.
         reid: Appearance callable for BoT-SORT (needs ``frames``).
         progress: Show a progress bar over thresholds.
+        tolerance: The highest threshold scoring within this of the best ``metric`` is chosen
+            (``evaluate.sweep_tolerance``); 0 keeps the best.
 
     Returns:
         The :class:`SweepResult`.
@@ -241,7 +259,6 @@ def sweep_thresholds(
         rows.append({"threshold": float(t), "hota": m.hota, "idf1": m.idf1, "mota": m.mota,
                      "idsw": m.idsw, "frag": m.frag})
     table = pr.join(pl.DataFrame(rows), on="threshold").sort("threshold")
-    best_row = table.sort([metric, "threshold"], descending=[True, True]).row(0, named=True)
-    best = float(best_row["threshold"])
+    best = choose_threshold(table, metric, tolerance)
     return SweepResult(table=table, metric=metric, best_threshold=best,
                        tracker_params=thresholds_params(base, best), best=results[best])
