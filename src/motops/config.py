@@ -298,8 +298,8 @@ class PretrainParams(_Section):
     is frozen); ``dvc repro -f pretrain`` (or ``dvc unfreeze pretrain``) rebuilds it.
     """
 
-    # Issue 17: many short domain-randomized sequences (scene variety); the third step's footage,
-    # two street views in three (the second step's was two elevated views in three).
+    # Issue 17: many short domain-randomized sequences (scene variety); the fourth step's footage,
+    # two street views in three (as the third step's; the second step's was two elevated in three).
     synthetic: SyntheticParams = SyntheticParams(
         sequences=64, frames=96, seed=1003, view=("street", "elevated", "street")
     )
@@ -310,7 +310,7 @@ class PretrainParams(_Section):
     clip_length: Annotated[int, Field(ge=1, le=60)] = 1
     clip_stride: PositiveInt = 4
     min_visibility: Fraction = 0.3
-    # Continued from the previous base (detector_v3.pt: the second step, see the README's "Why a
+    # Continued from the previous base (detector_v4.pt: the third step, see the README's "Why a
     # pretrain stage") at the default run's 416 on fresh footage for a 45-minute budget.
     detector: DetectorParams = DetectorParams(
         weights="models/base/detector_v4.pt", imgsz=416, epochs=40, lr0=0.003, warmup_epochs=0.5, close_mosaic=0,
